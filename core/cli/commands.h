@@ -1,0 +1,10 @@
+/* commands.h - the subcommands of the `llmlab` binary.  Each returns the process
+ * exit status (0 success, 1 runtime error, 2 usage error). */
+#ifndef LLMLAB_CLI_COMMANDS_H
+#define LLMLAB_CLI_COMMANDS_H
+
+int llmlab_cmd_generate(int argc, char **argv);
+int llmlab_cmd_synth(int argc, char **argv);
+int llmlab_cmd_bench(int argc, char **argv);
+
+#endif

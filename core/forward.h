@@ -1,0 +1,83 @@
+/* forward.h - the one batched forward call (DESIGN.md, "The one forward call").
+ *
+ * A batch holds tokens of several sequences.  Each token carries its id, sequence,
+ * explicit position and flags.  Tokens are appended to their sequence's KV cache as
+ * provisional slots in batch order.  Which earlier batch tokens a token may see is
+ * given by the visibility mode:
+ *   CAUSAL: every earlier token of the same sequence in the batch (a chain);
+ *   TREE:   its ancestors through parent[] (an index into the batch, -1 = none);
+ *   MASK:   bit j of mask row i (j < n, same sequence).
+ * Every token also sees all valid committed-or-provisional slots its sequence had
+ * before this batch, and itself.
+ */
+#ifndef LLMLAB_FORWARD_H
+#define LLMLAB_FORWARD_H
+
+#include <stdint.h>
+
+#include "kv_cache.h"
+#include "model.h"
+#include "threadpool.h"
+
+enum { LLMLAB_TOK_LOGITS = 1, LLMLAB_TOK_HIDDEN = 2 };
+typedef enum { LLMLAB_VIS_CAUSAL = 0, LLMLAB_VIS_TREE = 1, LLMLAB_VIS_MASK = 2 } llmlab_visibility;
+
+typedef struct {
+    int n;                  /* tokens in the batch */
+    int cap;                /* capacity */
+    int32_t *token;         /* [cap] token ids */
+    int32_t *seq;           /* [cap] sequence ids */
+    int32_t *pos;           /* [cap] positions (RoPE angle index) */
+    uint8_t *flags;         /* [cap] LLMLAB_TOK_* */
+    int32_t *parent;        /* [cap] TREE: parent index in batch or -1 */
+    uint64_t *mask;         /* [cap][mask_words] MASK: bit j of row i = i sees j */
+    int mask_words;         /* (cap + 63) / 64 */
+    llmlab_visibility vis;
+    int tap_layer;          /* -1 none; else residual stream after layer tap_layer
+                               is returned for tokens flagged HIDDEN */
+} llmlab_batch;
+
+llmlab_batch *llmlab_batch_create(int cap);
+void llmlab_batch_free(llmlab_batch *b);
+void llmlab_batch_clear(llmlab_batch *b); /* n = 0, vis = CAUSAL, tap = -1, mask zeroed */
+/* Appends a token; returns its index or -1 when full. */
+int llmlab_batch_add(llmlab_batch *b, int32_t token, int32_t seq, int32_t pos, uint8_t flags,
+                     int32_t parent);
+/* MASK mode: let token i see token j. */
+void llmlab_batch_see(llmlab_batch *b, int i, int j);
+
+/* Results of the last forward; buffers belong to the context and stay valid until
+ * the next forward.  Rows follow batch order over tokens whose flags are non-zero. */
+typedef struct {
+    int n_out;
+    int32_t *out_index; /* [n_out] batch index of each row */
+    float *logits;      /* [n_out][vocab] (filled for rows flagged LOGITS) */
+    float *hidden;      /* [n_out][dim] final-normed hidden state (rows flagged HIDDEN) */
+    float *tap;         /* [n_out][dim] residual after tap_layer (when tap_layer >= 0) */
+    int32_t *slot;      /* [n] KV slot each batch token was written to */
+} llmlab_outputs;
+
+typedef struct {
+    int n_threads;   /* <= 0: all cores */
+    int kv_block_size; /* 0: 16 */
+    int kv_tokens;   /* capacity of the KV pool in token slots; 0: max_seqs * max_pos (capped) */
+    int max_seqs;    /* 0: 64 */
+    int max_batch;   /* tokens per forward; 0: 512 */
+} llmlab_ctx_opts;
+
+typedef struct llmlab_ctx llmlab_ctx;
+
+llmlab_status llmlab_ctx_create(llmlab_ctx **out, const llmlab_model *m, const llmlab_ctx_opts *opts,
+                                llmlab_err *err);
+void llmlab_ctx_free(llmlab_ctx *ctx);
+llmlab_kv *llmlab_ctx_kv(llmlab_ctx *ctx);
+const llmlab_model *llmlab_ctx_model(const llmlab_ctx *ctx);
+llmlab_threadpool *llmlab_ctx_pool(llmlab_ctx *ctx);
+int llmlab_ctx_max_batch(const llmlab_ctx *ctx);
+
+/* Runs the batch: writes each token's K/V into new provisional slots of its sequence
+ * and returns the requested rows.  On error nothing is appended to the cache. */
+llmlab_status llmlab_forward(llmlab_ctx *ctx, const llmlab_batch *b, const llmlab_outputs **out,
+                             llmlab_err *err);
+
+#endif
