@@ -23,9 +23,16 @@ llmlab_status llmlab_err_prefix(llmlab_err *err, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    char old[sizeof err->msg];
-    memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    /* Shift the old message right and put "prefix: " in front, truncating the tail. */
+    size_t cap = sizeof err->msg, plen = strlen(prefix);
+    if (plen + 2 >= cap) plen = cap - 3;
+    size_t olen = strnlen(err->msg, cap - 1);
+    if (plen + 2 + olen >= cap) olen = cap - 1 - plen - 2;
+    memmove(err->msg + plen + 2, err->msg, olen);
+    memcpy(err->msg, prefix, plen);
+    err->msg[plen] = ':';
+    err->msg[plen + 1] = ' ';
+    err->msg[plen + 2 + olen] = '\0';
     return err->code;
 }
 

@@ -69,4 +69,23 @@ typedef struct {
 llmlab_status llmlab_st_write(const char *path, const llmlab_st_write_tensor *tensors, int n,
                               llmlab_err *err);
 
+/* Streaming writer, for files too large to hold in memory (llmlab synth).  open
+ * writes the header for tensors[0..n) (their data pointers are ignored) to
+ * "path.tmp"; data appends the tensors' bytes in order, in pieces of any size;
+ * finish checks every byte arrived, fsyncs and renames to path; abort (also
+ * NULL-safe) removes the temp file.  After an error from data, call abort.
+ * finish and abort always free the writer; a failed finish removes the temp file.
+ * The header lists "__metadata__": {"format": "pt"} and then the tensors in the
+ * order given, padded with spaces to a multiple of 8 bytes. */
+typedef struct llmlab_st_writer llmlab_st_writer;
+llmlab_status llmlab_st_writer_open(llmlab_st_writer **out, const char *path,
+                                    const llmlab_st_write_tensor *tensors, int n, llmlab_err *err);
+llmlab_status llmlab_st_writer_data(llmlab_st_writer *w, const void *data, size_t nbytes,
+                                    llmlab_err *err);
+llmlab_status llmlab_st_writer_finish(llmlab_st_writer *w, llmlab_err *err);
+void llmlab_st_writer_abort(llmlab_st_writer *w);
+
+/* Parses a safetensors dtype name ("F32", "BF16", ...); returns 0 or -1. */
+int llmlab_st_dtype_parse(const char *name, llmlab_st_dtype *out);
+
 #endif

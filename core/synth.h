@@ -23,4 +23,14 @@ int llmlab_synth_preset(llmlab_synth_opts *opts, const char *name);
 /* Writes config.json + model.safetensors (or shards + index) into dir (created). */
 llmlab_status llmlab_synth_write(const llmlab_synth_opts *opts, const char *dir, llmlab_err *err);
 
+/* As llmlab_synth_write, calling progress (when non-NULL) after each tensor with
+ * the data bytes written so far and the total. */
+typedef void (*llmlab_synth_progress_fn)(void *ud, uint64_t done_bytes, uint64_t total_bytes);
+llmlab_status llmlab_synth_write_ex(const llmlab_synth_opts *opts, const char *dir,
+                                    llmlab_synth_progress_fn progress, void *ud, llmlab_err *err);
+
+/* Number of parameters a model of this shape holds (the LM head counted once
+ * when tied, norms and biases included). */
+uint64_t llmlab_synth_param_count(const llmlab_config *cfg);
+
 #endif

@@ -39,4 +39,9 @@ double llmlab_cpu_read_bandwidth(llmlab_threadpool *tp, size_t bytes, int reps);
 /* Name of the SIMD path the matmul dispatches to on this CPU ("avx2+fma+f16c", "scalar"). */
 const char *llmlab_cpu_simd_name(void);
 
+/* Tests and benchmarks: force != 0 makes every kernel take the portable scalar path
+ * (also batch invariant, but not bit-identical to the SIMD path); 0 restores the
+ * best path for this CPU.  Call it only while no kernel is running. */
+void llmlab_cpu_force_scalar(int force);
+
 #endif

@@ -1,0 +1,47 @@
+/* main.c - the `llmlab` binary: dispatches to one subcommand. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "kernels/cpu/kernels.h"
+#include "llmlab/llmlab.h"
+
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *doc;
+} command;
+
+static const command commands[] = {
+    {"generate", llmlab_cmd_generate, "generate text or token ids from a model directory"},
+    {"synth", llmlab_cmd_synth, "write a seeded random-weight model in Hugging Face layout"},
+    {"bench", llmlab_cmd_bench, "measure prefill/decode speed against memory bandwidth"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: llmlab COMMAND [ARGS...]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].doc);
+    fprintf(f, "\n`llmlab COMMAND --help` describes a command.  `llmlab --version` prints the version.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("llmlab %s (commit %s, cpu kernels %s)\n", LLMLAB_VERSION_STRING, LLMLAB_GIT_COMMIT,
+               llmlab_cpu_simd_name());
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "llmlab: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

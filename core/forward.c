@@ -1,0 +1,335 @@
+/* forward.c - the batched forward pass of a Llama-family decoder on the CPU.
+ *
+ * One call runs every token of the batch through all layers:
+ *   x = embed(token)
+ *   per layer:  h = rmsnorm(x); q,k,v = h Wq,Wk,Wv (+bias); rope(q,k at pos);
+ *               store k,v in the token's KV slot; a = attention(q, visible slots);
+ *               x += a Wo;  h = rmsnorm(x);  x += (silu(h Wg) * h Wu) Wd
+ *   out = rmsnorm(x) for flagged tokens; logits = out W_lm
+ * Matmuls take the whole batch at once (weights are read once per forward); the
+ * per-row ops and attention run per token, so no row depends on its neighbours.
+ */
+#include "forward.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "kernels/cpu/kernels.h"
+#include "kernels/cpu/ops.h"
+
+struct llmlab_ctx {
+    const llmlab_model *m;
+    llmlab_kv *kv;
+    llmlab_threadpool *pool;
+    int max_batch;
+    int kv_tokens;
+    /* activations, [max_batch][...] */
+    float *x;       /* [B][dim] residual stream */
+    float *h;       /* [B][dim] normed input of a sub-block */
+    float *q;       /* [B][n_heads*head_dim] */
+    float *k;       /* [B][n_kv_heads*head_dim] */
+    float *v;       /* [B][n_kv_heads*head_dim] */
+    float *att;     /* [B][n_heads*head_dim] attention output */
+    float *gate;    /* [B][ffn_dim] */
+    float *up;      /* [B][ffn_dim] */
+    float *tmp;     /* [B][dim] */
+    /* visibility: per token, the prior-slot count and the visible batch slots (CSR) */
+    int32_t *n_prior;   /* [B] */
+    int32_t *vis_off;   /* [B+1] */
+    int32_t *vis_slots; /* [B*B] worst case */
+    int n_scratch;      /* attention scratch rows */
+    float *scores;      /* [n_scratch][kv_tokens + B] */
+    /* outputs */
+    llmlab_outputs out;
+    int32_t *seq_len0;  /* [max_seqs] sequence lengths before this batch */
+    int32_t *seq_count; /* [max_seqs] tokens of each sequence in this batch */
+};
+
+const llmlab_model *llmlab_ctx_model(const llmlab_ctx *ctx) { return ctx->m; }
+llmlab_kv *llmlab_ctx_kv(llmlab_ctx *ctx) { return ctx->kv; }
+llmlab_threadpool *llmlab_ctx_pool(llmlab_ctx *ctx) { return ctx->pool; }
+int llmlab_ctx_max_batch(const llmlab_ctx *ctx) { return ctx->max_batch; }
+
+void llmlab_ctx_free(llmlab_ctx *c) {
+    if (!c) return;
+    llmlab_kv_free(c->kv);
+    llmlab_threadpool_free(c->pool);
+    void *bufs[] = {c->x, c->h, c->q, c->k, c->v, c->att, c->gate, c->up, c->tmp,
+                    c->n_prior, c->vis_off, c->vis_slots, c->scores, c->out.out_index,
+                    c->out.logits, c->out.hidden, c->out.tap, c->out.slot, c->seq_len0, c->seq_count};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(c);
+}
+
+static void *alloc_floats(size_t rows, size_t cols, int *fail) {
+    void *p = calloc(rows * cols, sizeof(float));
+    if (!p) *fail = 1;
+    return p;
+}
+
+llmlab_status llmlab_ctx_create(llmlab_ctx **out, const llmlab_model *m, const llmlab_ctx_opts *opts,
+                                llmlab_err *err) {
+    *out = NULL;
+    llmlab_ctx_opts o = opts ? *opts : (llmlab_ctx_opts){0};
+    const llmlab_config *cfg = &m->cfg;
+    if (o.max_seqs <= 0) o.max_seqs = 64;
+    if (o.max_batch <= 0) o.max_batch = 512;
+    if (o.kv_block_size <= 0) o.kv_block_size = 16;
+    if (o.kv_tokens <= 0) {
+        long long t = (long long)cfg->max_pos * 4;
+        o.kv_tokens = (int)(t > 65536 ? 65536 : t);
+    }
+    llmlab_ctx *c = calloc(1, sizeof *c);
+    if (!c) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory creating a context");
+    c->m = m;
+    c->max_batch = o.max_batch;
+    llmlab_kv_opts ko = {.n_layers = cfg->n_layers,
+                         .n_kv_heads = cfg->n_kv_heads,
+                         .head_dim = cfg->head_dim,
+                         .block_size = o.kv_block_size,
+                         .n_blocks = (o.kv_tokens + o.kv_block_size - 1) / o.kv_block_size,
+                         .max_seqs = o.max_seqs};
+    c->kv_tokens = ko.n_blocks * ko.block_size;
+    llmlab_status st = llmlab_kv_create(&c->kv, &ko, err);
+    if (st) {
+        free(c);
+        return st;
+    }
+    c->pool = llmlab_threadpool_create(o.n_threads);
+    size_t B = (size_t)o.max_batch, qd = (size_t)cfg->n_heads * (size_t)cfg->head_dim,
+           kd = (size_t)cfg->n_kv_heads * (size_t)cfg->head_dim;
+    int fail = !c->pool;
+    c->x = alloc_floats(B, (size_t)cfg->dim, &fail);
+    c->h = alloc_floats(B, (size_t)cfg->dim, &fail);
+    c->tmp = alloc_floats(B, (size_t)cfg->dim, &fail);
+    c->q = alloc_floats(B, qd, &fail);
+    c->att = alloc_floats(B, qd, &fail);
+    c->k = alloc_floats(B, kd, &fail);
+    c->v = alloc_floats(B, kd, &fail);
+    c->gate = alloc_floats(B, (size_t)cfg->ffn_dim, &fail);
+    c->up = alloc_floats(B, (size_t)cfg->ffn_dim, &fail);
+    c->n_prior = calloc(B, sizeof(int32_t));
+    c->vis_off = calloc(B + 1, sizeof(int32_t));
+    c->vis_slots = calloc(B * (B + 1) / 2 + B, sizeof(int32_t));
+    c->n_scratch = 4 * llmlab_threadpool_size(c->pool);
+    c->scores = alloc_floats((size_t)c->n_scratch, (size_t)c->kv_tokens + B, &fail);
+    c->out.out_index = calloc(B, sizeof(int32_t));
+    c->out.slot = calloc(B, sizeof(int32_t));
+    c->out.hidden = alloc_floats(B, (size_t)cfg->dim, &fail);
+    c->out.tap = alloc_floats(B, (size_t)cfg->dim, &fail);
+    c->out.logits = alloc_floats(B, (size_t)cfg->vocab_size, &fail);
+    c->seq_len0 = calloc((size_t)o.max_seqs, sizeof(int32_t));
+    c->seq_count = calloc((size_t)o.max_seqs, sizeof(int32_t));
+    if (fail || !c->n_prior || !c->vis_off || !c->vis_slots || !c->out.out_index || !c->out.slot ||
+        !c->seq_len0 || !c->seq_count) {
+        llmlab_ctx_free(c);
+        return llmlab_err_set(err, LLMLAB_ENOMEM,
+                              "out of memory for activations of a %d-token batch", o.max_batch);
+    }
+    *out = c;
+    return LLMLAB_OK;
+}
+
+/* ---- batch validation and visibility ------------------------------------------ */
+
+static llmlab_status check_batch(const llmlab_ctx *c, const llmlab_batch *b, llmlab_err *err) {
+    const llmlab_config *cfg = &c->m->cfg;
+    if (b->n <= 0) return llmlab_err_set(err, LLMLAB_EINVAL, "forward: empty batch");
+    if (b->n > c->max_batch)
+        return llmlab_err_set(err, LLMLAB_EINVAL, "forward: batch of %d tokens exceeds max_batch %d",
+                              b->n, c->max_batch);
+    if (b->tap_layer >= cfg->n_layers)
+        return llmlab_err_set(err, LLMLAB_EINVAL, "forward: tap_layer %d but the model has %d layers",
+                              b->tap_layer, cfg->n_layers);
+    for (int i = 0; i < b->n; i++) {
+        if (b->token[i] < 0 || b->token[i] >= cfg->vocab_size)
+            return llmlab_err_set(err, LLMLAB_EINVAL,
+                                  "forward: token %d at batch index %d outside the vocabulary (0..%d)",
+                                  b->token[i], i, cfg->vocab_size - 1);
+        if (b->seq[i] < 0 || b->seq[i] >= c->kv->o.max_seqs)
+            return llmlab_err_set(err, LLMLAB_EINVAL, "forward: sequence id %d outside 0..%d",
+                                  b->seq[i], c->kv->o.max_seqs - 1);
+        if (b->pos[i] < 0)
+            return llmlab_err_set(err, LLMLAB_EINVAL, "forward: negative position at index %d", i);
+        if (b->vis == LLMLAB_VIS_TREE) {
+            int p = b->parent[i];
+            if (p >= i || p < -1 || (p >= 0 && b->seq[p] != b->seq[i]))
+                return llmlab_err_set(err, LLMLAB_EINVAL,
+                                      "forward: tree parent %d of token %d must be an earlier token "
+                                      "of the same sequence, or -1",
+                                      p, i);
+        }
+    }
+    return LLMLAB_OK;
+}
+
+static int sees(const llmlab_batch *b, int i, int j) {
+    if (b->seq[i] != b->seq[j]) return 0;
+    if (i == j) return 1;
+    switch (b->vis) {
+    case LLMLAB_VIS_CAUSAL: return j < i;
+    case LLMLAB_VIS_TREE:
+        for (int p = b->parent[i]; p >= 0; p = b->parent[p])
+            if (p == j) return 1;
+        return 0;
+    case LLMLAB_VIS_MASK:
+        return (b->mask[(size_t)i * (size_t)b->mask_words + (size_t)(j / 64)] >> (j % 64)) & 1u;
+    }
+    return 0;
+}
+
+/* Appends every token's slot to its sequence (rolling back on failure) and builds
+ * the per-token visibility lists. */
+static llmlab_status place_tokens(llmlab_ctx *c, const llmlab_batch *b, llmlab_err *err) {
+    llmlab_kv *kv = c->kv;
+    int ns = kv->o.max_seqs;
+    memset(c->seq_count, 0, (size_t)ns * sizeof(int32_t));
+    for (int s = 0; s < ns; s++) c->seq_len0[s] = kv->seqs[s].len;
+    for (int i = 0; i < b->n; i++) c->out.slot[i] = c->seq_len0[b->seq[i]] + c->seq_count[b->seq[i]]++;
+    for (int i = 0; i < b->n; i++) {
+        int s = b->seq[i], first;
+        if (c->seq_count[s] == 0) continue;
+        /* positions in slot order = this sequence's tokens in batch order */
+        llmlab_status st = LLMLAB_OK;
+        for (int j = i; j < b->n && st == LLMLAB_OK; j++)
+            if (b->seq[j] == s) st = llmlab_kv_append(kv, s, 1, &b->pos[j], &first, err);
+        c->seq_count[s] = 0; /* done with this sequence */
+        if (st) {
+            for (int t = 0; t < ns; t++)
+                if (kv->seqs[t].len > c->seq_len0[t]) llmlab_kv_truncate(kv, t, c->seq_len0[t], NULL);
+            return st;
+        }
+    }
+    int off = 0;
+    for (int i = 0; i < b->n; i++) {
+        c->n_prior[i] = c->seq_len0[b->seq[i]];
+        c->vis_off[i] = off;
+        for (int j = 0; j <= i; j++)
+            if (sees(b, i, j)) c->vis_slots[off++] = c->out.slot[j];
+    }
+    c->vis_off[b->n] = off;
+    return LLMLAB_OK;
+}
+
+/* ---- per-row tasks ---------------------------------------------------------------- */
+
+typedef struct {
+    llmlab_ctx *c;
+    const llmlab_batch *b;
+    int layer;
+} layer_job;
+
+static void rope_store_task(void *arg, int i, int n) {
+    layer_job *j = arg;
+    llmlab_ctx *c = j->c;
+    const llmlab_config *cfg = &c->m->cfg;
+    int qd = cfg->n_heads * cfg->head_dim, kd = cfg->n_kv_heads * cfg->head_dim;
+    float *q = c->q + (size_t)i * qd, *k = c->k + (size_t)i * kd, *v = c->v + (size_t)i * kd;
+    const llmlab_layer *L = &c->m->layers[j->layer];
+    if (L->bq) {
+        for (int d = 0; d < qd; d++) q[d] += L->bq[d];
+        for (int d = 0; d < kd; d++) k[d] += L->bk[d];
+        for (int d = 0; d < kd; d++) v[d] += L->bv[d];
+    }
+    llmlab_cpu_rope(q, cfg->n_heads, cfg->head_dim, j->b->pos[i], c->m->rope_inv_freq);
+    llmlab_cpu_rope(k, cfg->n_kv_heads, cfg->head_dim, j->b->pos[i], c->m->rope_inv_freq);
+    int seq = j->b->seq[i], slot = c->out.slot[i];
+    memcpy(llmlab_kv_k_row(c->kv, seq, slot, j->layer), k, (size_t)kd * sizeof(float));
+    memcpy(llmlab_kv_v_row(c->kv, seq, slot, j->layer), v, (size_t)kd * sizeof(float));
+}
+
+/* Attention tasks: a contiguous range of (token, head) pairs per task, each task
+ * owning one scores scratch row. */
+static void attention_task(void *arg, int t, int n_tasks) {
+    layer_job *j = arg;
+    llmlab_ctx *c = j->c;
+    const llmlab_config *cfg = &c->m->cfg;
+    int nh = cfg->n_heads, hd = cfg->head_dim, group = cfg->n_heads / cfg->n_kv_heads;
+    long total = (long)j->b->n * nh;
+    long lo = total * t / n_tasks, hi = total * (t + 1) / n_tasks;
+    float *scores = c->scores + (size_t)t * ((size_t)c->kv_tokens + (size_t)c->max_batch);
+    float scale = 1.0f / sqrtf((float)hd);
+    for (long p = lo; p < hi; p++) {
+        int i = (int)(p / nh), h = (int)(p % nh);
+        llmlab_attn_keys keys = {.kv = c->kv,
+                                 .seq = j->b->seq[i],
+                                 .layer = j->layer,
+                                 .kv_head = h / group,
+                                 .n_prior = c->n_prior[i],
+                                 .extra = c->vis_slots + c->vis_off[i],
+                                 .n_extra = c->vis_off[i + 1] - c->vis_off[i]};
+        llmlab_cpu_attention(c->att + (size_t)i * nh * hd + (size_t)h * hd,
+                             c->q + (size_t)i * nh * hd + (size_t)h * hd, hd, &keys, scale, scores);
+    }
+}
+
+static void rows_rmsnorm(llmlab_ctx *c, float *out, const float *x, const float *w, int rows) {
+    const llmlab_config *cfg = &c->m->cfg;
+    size_t d = (size_t)cfg->dim;
+    for (int i = 0; i < rows; i++) llmlab_cpu_rmsnorm(out + i * d, x + i * d, w, cfg->dim, cfg->rms_eps);
+}
+
+static void matmul(llmlab_ctx *c, float *y, const float *x, const llmlab_mat *W, int M) {
+    llmlab_cpu_matmul(y, x, W->data, W->dtype, M, (int)W->rows, (int)W->cols, c->pool);
+}
+
+static void run_layer(llmlab_ctx *c, const llmlab_batch *b, int l) {
+    const llmlab_config *cfg = &c->m->cfg;
+    const llmlab_layer *L = &c->m->layers[l];
+    int n = b->n;
+    size_t d = (size_t)cfg->dim;
+    layer_job job = {c, b, l};
+
+    rows_rmsnorm(c, c->h, c->x, L->attn_norm, n);
+    matmul(c, c->q, c->h, &L->wq, n);
+    matmul(c, c->k, c->h, &L->wk, n);
+    matmul(c, c->v, c->h, &L->wv, n);
+    for (int i = 0; i < n; i++) rope_store_task(&job, i, n);
+    llmlab_threadpool_run(c->pool, attention_task, &job, c->n_scratch);
+    matmul(c, c->tmp, c->att, &L->wo, n);
+    for (size_t i = 0; i < (size_t)n * d; i++) c->x[i] += c->tmp[i];
+
+    rows_rmsnorm(c, c->h, c->x, L->ffn_norm, n);
+    matmul(c, c->gate, c->h, &L->w_gate, n);
+    matmul(c, c->up, c->h, &L->w_up, n);
+    size_t f = (size_t)cfg->ffn_dim;
+    for (int i = 0; i < n; i++) llmlab_cpu_swiglu(c->gate + i * f, c->up + i * f, cfg->ffn_dim);
+    matmul(c, c->tmp, c->gate, &L->w_down, n);
+    for (size_t i = 0; i < (size_t)n * d; i++) c->x[i] += c->tmp[i];
+}
+
+llmlab_status llmlab_forward(llmlab_ctx *c, const llmlab_batch *b, const llmlab_outputs **out,
+                             llmlab_err *err) {
+    llmlab_status st = check_batch(c, b, err);
+    if (st) return st;
+    if ((st = place_tokens(c, b, err))) return st;
+    const llmlab_model *m = c->m;
+    const llmlab_config *cfg = &m->cfg;
+    size_t d = (size_t)cfg->dim;
+
+    for (int i = 0; i < b->n; i++)
+        llmlab_cpu_row_to_f32(c->x + i * d, m->embed.data, m->embed.dtype, b->token[i], cfg->dim);
+
+    c->out.n_out = 0;
+    for (int i = 0; i < b->n; i++)
+        if (b->flags[i]) c->out.out_index[c->out.n_out++] = i;
+
+    int want_logits = 0;
+    for (int r = 0; r < c->out.n_out; r++) want_logits |= b->flags[c->out.out_index[r]] & LLMLAB_TOK_LOGITS;
+
+    for (int l = 0; l < cfg->n_layers; l++) {
+        run_layer(c, b, l);
+        if (l == b->tap_layer)
+            for (int r = 0; r < c->out.n_out; r++)
+                memcpy(c->out.tap + r * d, c->x + (size_t)c->out.out_index[r] * d, d * sizeof(float));
+    }
+    for (int r = 0; r < c->out.n_out; r++)
+        llmlab_cpu_rmsnorm(c->out.hidden + r * d, c->x + (size_t)c->out.out_index[r] * d,
+                           m->final_norm, cfg->dim, cfg->rms_eps);
+    if (want_logits && c->out.n_out > 0)
+        matmul(c, c->out.logits, c->out.hidden, &m->lm_head, c->out.n_out);
+    *out = &c->out;
+    return LLMLAB_OK;
+}

@@ -1,0 +1,444 @@
+/* synth.c - seeded random-weight models in Hugging Face layout.
+ *
+ * Each tensor draws from its own xoshiro256** stream, seeded from (seed, tensor
+ * name), so values do not depend on tensor order, chunking or sharding.  Values
+ * are uniform with the standard deviation a sane initialisation would give
+ * (projections 1/sqrt(fan_in), norms 1 +- 0.1, LM head 2/sqrt(dim) so logits
+ * spread over several units), rounded to f16/bf16 by dtype.h.
+ *
+ * Files are streamed: the safetensors header goes first with precomputed
+ * offsets, then each tensor in chunks, so even the 16 GB llama3-8b preset never
+ * holds more than one chunk in memory.  Every file is written to a temp name,
+ * fsync'ed and renamed.
+ */
+#include "synth.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "dtype.h"
+#include "error.h"
+#include "safetensors.h"
+
+#define SYNTH_CHUNK 65536 /* elements generated per step */
+
+/* ---- presets ------------------------------------------------------------------ */
+
+static void base_llama(llmlab_config *c) {
+    memset(c, 0, sizeof *c);
+    c->arch = LLMLAB_ARCH_LLAMA;
+    snprintf(c->arch_name, sizeof c->arch_name, "LlamaForCausalLM");
+    c->rms_eps = 1e-5f;
+    c->rope_theta = 10000.0f;
+    c->rope_kind = LLMLAB_ROPE_DEFAULT;
+    c->bos_id = 1;
+    c->n_eos = 1;
+    c->eos_ids[0] = 2;
+    c->max_pos = 2048;
+}
+
+int llmlab_synth_preset(llmlab_synth_opts *o, const char *name) {
+    memset(o, 0, sizeof *o);
+    llmlab_config *c = &o->cfg;
+    base_llama(c);
+    o->n_shards = 1;
+    if (!strcmp(name, "tiny")) {
+        c->vocab_size = 512, c->dim = 64, c->n_layers = 2, c->n_heads = 4, c->n_kv_heads = 2;
+        c->ffn_dim = 172;
+        o->dtype = LLMLAB_DTYPE_F32;
+    } else if (!strcmp(name, "tinyllama-1.1b")) {
+        c->vocab_size = 32000, c->dim = 2048, c->n_layers = 22, c->n_heads = 32, c->n_kv_heads = 4;
+        c->ffn_dim = 5632;
+        o->dtype = LLMLAB_DTYPE_BF16;
+    } else if (!strcmp(name, "llama3-8b")) {
+        c->vocab_size = 128256, c->dim = 4096, c->n_layers = 32, c->n_heads = 32, c->n_kv_heads = 8;
+        c->ffn_dim = 14336, c->max_pos = 8192, c->rope_theta = 500000.0f;
+        c->rope_kind = LLMLAB_ROPE_LLAMA3, c->rope_factor = 8.0f, c->rope_low_freq_factor = 1.0f;
+        c->rope_high_freq_factor = 4.0f, c->rope_orig_max_pos = 8192;
+        c->bos_id = 128000, c->eos_ids[0] = 128001;
+        o->dtype = LLMLAB_DTYPE_BF16;
+    } else {
+        return -1;
+    }
+    c->head_dim = c->dim / c->n_heads;
+    c->torch_dtype = o->dtype;
+    return 0;
+}
+
+uint64_t llmlab_synth_param_count(const llmlab_config *c) {
+    uint64_t d = (uint64_t)c->dim, q = (uint64_t)c->n_heads * (uint64_t)c->head_dim;
+    uint64_t kv = (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim, f = (uint64_t)c->ffn_dim;
+    uint64_t layer = 2 * d + 2 * q * d + 2 * kv * d + 3 * f * d + (c->qkv_bias ? q + 2 * kv : 0);
+    uint64_t emb = (uint64_t)c->vocab_size * d;
+    return emb + (uint64_t)c->n_layers * layer + d + (c->tie_embeddings ? 0 : emb);
+}
+
+/* ---- random numbers ------------------------------------------------------------------ */
+
+typedef struct {
+    uint64_t s[4];
+} rng_t;
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static uint64_t xoshiro_next(rng_t *r) {
+    uint64_t *s = r->s;
+    uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return out;
+}
+
+static void rng_seed(rng_t *r, uint64_t seed, const char *name) {
+    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a of the tensor name */
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) h = (h ^ *p) * 0x100000001b3ull;
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull ^ h;
+    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+}
+
+/* Uniform in [-1, 1), exactly representable (24 bits). */
+static float rng_uniform(rng_t *r) {
+    return (float)((int32_t)(xoshiro_next(r) >> 40) - (1 << 23)) * (1.0f / 8388608.0f);
+}
+
+/* ---- tensor plan ------------------------------------------------------------------------ */
+
+typedef enum { T_RANDOM, T_NORM } tkind;
+
+typedef struct {
+    char name[96];
+    int ndim;
+    int64_t shape[2];
+    tkind kind;
+    float std;      /* T_RANDOM: standard deviation */
+    uint64_t bytes;
+    int shard;
+} tplan;
+
+typedef struct {
+    tplan *t;
+    int n;
+} plan_t;
+
+static void plan_add(plan_t *p, const char *name, int64_t rows, int64_t cols, tkind kind, float std,
+                     llmlab_dtype dt) {
+    tplan *t = &p->t[p->n++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ndim = cols ? 2 : 1;
+    t->shape[0] = rows;
+    t->shape[1] = cols;
+    t->kind = kind;
+    t->std = std;
+    t->bytes = (uint64_t)rows * (uint64_t)(cols ? cols : 1) * llmlab_dtype_size(dt);
+    t->shard = 0;
+}
+
+static void plan_layer(plan_t *p, const llmlab_config *c, int i, llmlab_dtype dt) {
+    int64_t d = c->dim, q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
+    float sd = 1.0f / sqrtf((float)d);
+    char n[96];
+#define LN(suffix) (snprintf(n, sizeof n, "model.layers.%d.%s", i, suffix), n)
+    plan_add(p, LN("input_layernorm.weight"), d, 0, T_NORM, 0, dt);
+    plan_add(p, LN("self_attn.q_proj.weight"), q, d, T_RANDOM, sd, dt);
+    plan_add(p, LN("self_attn.k_proj.weight"), kv, d, T_RANDOM, sd, dt);
+    plan_add(p, LN("self_attn.v_proj.weight"), kv, d, T_RANDOM, sd, dt);
+    if (c->qkv_bias) {
+        plan_add(p, LN("self_attn.q_proj.bias"), q, 0, T_RANDOM, 0.1f, dt);
+        plan_add(p, LN("self_attn.k_proj.bias"), kv, 0, T_RANDOM, 0.1f, dt);
+        plan_add(p, LN("self_attn.v_proj.bias"), kv, 0, T_RANDOM, 0.1f, dt);
+    }
+    plan_add(p, LN("self_attn.o_proj.weight"), d, q, T_RANDOM, 1.0f / sqrtf((float)q), dt);
+    plan_add(p, LN("post_attention_layernorm.weight"), d, 0, T_NORM, 0, dt);
+    plan_add(p, LN("mlp.gate_proj.weight"), c->ffn_dim, d, T_RANDOM, sd, dt);
+    plan_add(p, LN("mlp.up_proj.weight"), c->ffn_dim, d, T_RANDOM, sd, dt);
+    plan_add(p, LN("mlp.down_proj.weight"), d, c->ffn_dim, T_RANDOM, 1.0f / sqrtf((float)c->ffn_dim), dt);
+#undef LN
+}
+
+static llmlab_status plan_build(plan_t *p, const llmlab_config *c, llmlab_dtype dt, llmlab_err *err) {
+    int per_layer = 9 + (c->qkv_bias ? 3 : 0);
+    int cap = 3 + c->n_layers * per_layer;
+    p->n = 0;
+    p->t = calloc((size_t)cap, sizeof *p->t);
+    if (!p->t) return llmlab_err_set(err, LLMLAB_ENOMEM, "synth: out of memory");
+    float head_sd = 2.0f / sqrtf((float)c->dim);
+    /* Tied: the embedding doubles as the LM head, so it takes the head's scale
+     * (the first RMSNorm makes the input scale irrelevant). */
+    plan_add(p, "model.embed_tokens.weight", c->vocab_size, c->dim, T_RANDOM,
+             c->tie_embeddings ? head_sd : 1.0f, dt);
+    for (int i = 0; i < c->n_layers; i++) plan_layer(p, c, i, dt);
+    plan_add(p, "model.norm.weight", c->dim, 0, T_NORM, 0, dt);
+    if (!c->tie_embeddings) plan_add(p, "lm_head.weight", c->vocab_size, c->dim, T_RANDOM, head_sd, dt);
+    return LLMLAB_OK;
+}
+
+/* Contiguous runs of tensors per shard, balanced by bytes, none empty. */
+static void plan_shards(plan_t *p, int n_shards) {
+    uint64_t total = 0, start = 0;
+    for (int i = 0; i < p->n; i++) total += p->t[i].bytes;
+    int prev = 0;
+    for (int i = 0; i < p->n; i++) {
+        int s = total ? (int)((double)start * n_shards / (double)total) : 0;
+        if (s < prev) s = prev;
+        if (s > prev + 1) s = prev + 1;
+        if (n_shards - 1 - s > p->n - 1 - i) s = prev + 1; /* too few tensors left */
+        if (s > n_shards - 1) s = n_shards - 1;
+        if (i == 0) s = 0;
+        p->t[i].shard = prev = s;
+        start += p->t[i].bytes;
+    }
+}
+
+/* ---- writing ----------------------------------------------------------------------------- */
+
+typedef struct {
+    llmlab_dtype dtype;
+    uint64_t seed;
+    float *vals;
+    unsigned char *bytes;
+    uint64_t done, total;
+    llmlab_synth_progress_fn progress;
+    void *ud;
+} gen_t;
+
+static llmlab_status write_tensor(gen_t *g, llmlab_st_writer *w, const tplan *t, llmlab_err *err) {
+    rng_t r;
+    rng_seed(&r, g->seed, t->name);
+    uint64_t n = t->bytes / llmlab_dtype_size(g->dtype);
+    float amp = t->std * 1.7320508f; /* uniform [-a, a) has std a/sqrt(3) */
+    for (uint64_t at = 0; at < n;) {
+        size_t k = n - at < SYNTH_CHUNK ? (size_t)(n - at) : SYNTH_CHUNK;
+        for (size_t i = 0; i < k; i++) {
+            float u = rng_uniform(&r);
+            g->vals[i] = t->kind == T_NORM ? 1.0f + 0.1f * u : amp * u;
+        }
+        size_t nb = k * llmlab_dtype_size(g->dtype);
+        if (g->dtype == LLMLAB_DTYPE_F32) {
+            memcpy(g->bytes, g->vals, nb);
+        } else {
+            uint16_t *h = (uint16_t *)(void *)g->bytes;
+            for (size_t i = 0; i < k; i++)
+                h[i] = g->dtype == LLMLAB_DTYPE_F16 ? llmlab_f32_to_f16(g->vals[i]) : llmlab_f32_to_bf16(g->vals[i]);
+        }
+        llmlab_status s = llmlab_st_writer_data(w, g->bytes, nb, err);
+        if (s) return s;
+        at += k;
+    }
+    g->done += t->bytes;
+    if (g->progress) g->progress(g->ud, g->done, g->total);
+    return LLMLAB_OK;
+}
+
+static llmlab_st_dtype st_dtype_of(llmlab_dtype t) {
+    return t == LLMLAB_DTYPE_F16 ? LLMLAB_ST_F16 : t == LLMLAB_DTYPE_BF16 ? LLMLAB_ST_BF16 : LLMLAB_ST_F32;
+}
+
+static llmlab_status write_shard(gen_t *g, const plan_t *p, int shard, const char *path, llmlab_err *err) {
+    llmlab_st_write_tensor *wt = calloc((size_t)p->n, sizeof *wt);
+    if (!wt) return llmlab_err_set(err, LLMLAB_ENOMEM, "synth: out of memory");
+    int n = 0, first = -1;
+    for (int i = 0; i < p->n; i++) {
+        if (p->t[i].shard != shard) continue;
+        if (first < 0) first = i;
+        wt[n].name = p->t[i].name;
+        wt[n].dtype = st_dtype_of(g->dtype);
+        wt[n].ndim = p->t[i].ndim;
+        wt[n].shape[0] = p->t[i].shape[0];
+        wt[n].shape[1] = p->t[i].shape[1];
+        n++;
+    }
+    llmlab_st_writer *w = NULL;
+    llmlab_status s = llmlab_st_writer_open(&w, path, wt, n, err);
+    free(wt);
+    for (int i = first; i >= 0 && i < p->n && !s; i++)
+        if (p->t[i].shard == shard) s = write_tensor(g, w, &p->t[i], err);
+    if (s) {
+        llmlab_st_writer_abort(w);
+        return s;
+    }
+    return llmlab_st_writer_finish(w, err);
+}
+
+static llmlab_status write_text_atomic(const char *path, const char *text, llmlab_err *err) {
+    size_t pl = strlen(path), n = strlen(text);
+    char *tmp = malloc(pl + 5);
+    if (!tmp) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+    memcpy(tmp, path, pl);
+    memcpy(tmp + pl, ".tmp", 5);
+    llmlab_status s = LLMLAB_OK;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        s = llmlab_err_set(err, LLMLAB_EIO, "%s: %s", tmp, strerror(errno));
+        free(tmp);
+        return s;
+    }
+    for (size_t off = 0; off < n && !s;) {
+        ssize_t w = write(fd, text + off, n - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) s = llmlab_err_set(err, LLMLAB_EIO, "%s: write failed: %s", tmp, strerror(errno));
+        else off += (size_t)w;
+    }
+    if (!s && fsync(fd)) s = llmlab_err_set(err, LLMLAB_EIO, "%s: fsync failed: %s", tmp, strerror(errno));
+    if (close(fd) && !s) s = llmlab_err_set(err, LLMLAB_EIO, "%s: close failed: %s", tmp, strerror(errno));
+    if (!s && rename(tmp, path)) s = llmlab_err_set(err, LLMLAB_EIO, "rename %s: %s", path, strerror(errno));
+    if (s) unlink(tmp);
+    free(tmp);
+    return s;
+}
+
+static llmlab_status make_dirs(const char *dir, llmlab_err *err) {
+    char *p = strdup(dir);
+    if (!p) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+    llmlab_status s = LLMLAB_OK;
+    for (char *q = p + 1;; q++) {
+        if (*q != '/' && *q) continue;
+        char c = *q;
+        *q = 0;
+        if (mkdir(p, 0755) && errno != EEXIST) {
+            s = llmlab_err_set(err, LLMLAB_EIO, "%s: cannot create directory: %s", p, strerror(errno));
+            break;
+        }
+        *q = c;
+        if (!c) break;
+    }
+    struct stat st;
+    if (!s && (stat(dir, &st) || !S_ISDIR(st.st_mode)))
+        s = llmlab_err_set(err, LLMLAB_EIO, "%s: not a directory", dir);
+    free(p);
+    return s;
+}
+
+static char *join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    char *p = malloc(a + b + 2);
+    if (p) {
+        memcpy(p, dir, a);
+        p[a] = '/';
+        memcpy(p + a + 1, name, b + 1);
+    }
+    return p;
+}
+
+static void shard_name(char *buf, size_t cap, int k, int n) {
+    snprintf(buf, cap, "model-%05d-of-%05d.safetensors", k + 1, n);
+}
+
+static llmlab_status write_index(const plan_t *p, int n_shards, const char *dir, llmlab_err *err) {
+    uint64_t total = 0;
+    for (int i = 0; i < p->n; i++) total += p->t[i].bytes;
+    cJSON *root = cJSON_CreateObject();
+    cJSON *meta = cJSON_AddObjectToObject(root, "metadata");
+    cJSON *wm = cJSON_AddObjectToObject(root, "weight_map");
+    int ok = root && meta && wm && cJSON_AddNumberToObject(meta, "total_size", (double)total);
+    for (int i = 0; ok && i < p->n; i++) {
+        char sn[64];
+        shard_name(sn, sizeof sn, p->t[i].shard, n_shards);
+        ok = cJSON_AddStringToObject(wm, p->t[i].name, sn) != NULL;
+    }
+    char *text = ok ? cJSON_Print(root) : NULL;
+    cJSON_Delete(root);
+    char *path = join(dir, "model.safetensors.index.json");
+    llmlab_status s = !text || !path ? llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory")
+                                     : write_text_atomic(path, text, err);
+    cJSON_free(text);
+    free(path);
+    return s;
+}
+
+/* Writes the safetensors file(s); with shards, the index goes last (it names them)
+ * and a stale single file is removed, and the other way round. */
+static llmlab_status write_weights(gen_t *g, plan_t *p, int n_shards, const char *dir, llmlab_err *err) {
+    char *single = join(dir, "model.safetensors"), *index = join(dir, "model.safetensors.index.json");
+    llmlab_status s = !single || !index ? llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory") : LLMLAB_OK;
+    if (!s && n_shards == 1) {
+        s = write_shard(g, p, 0, single, err);
+        if (!s) unlink(index);
+    }
+    for (int k = 0; !s && n_shards > 1 && k < n_shards; k++) {
+        char sn[64];
+        shard_name(sn, sizeof sn, k, n_shards);
+        char *sp = join(dir, sn);
+        s = sp ? write_shard(g, p, k, sp, err) : llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+        free(sp);
+    }
+    if (!s && n_shards > 1) {
+        s = write_index(p, n_shards, dir, err);
+        if (!s) unlink(single);
+    }
+    free(single);
+    free(index);
+    return s;
+}
+
+/* The config as it will be written, validated by the same parser the loader uses. */
+static llmlab_status synth_config(const llmlab_synth_opts *o, llmlab_config *c, char **json, llmlab_err *err) {
+    *c = o->cfg;
+    c->torch_dtype = o->dtype;
+    if (c->qkv_bias) c->arch = LLMLAB_ARCH_QWEN2;
+    if (c->arch == LLMLAB_ARCH_QWEN2) c->qkv_bias = 1;
+    *json = llmlab_config_to_json(c);
+    if (!*json) return llmlab_err_set(err, LLMLAB_ENOMEM, "synth: out of memory");
+    llmlab_config back;
+    llmlab_status s = llmlab_config_parse(&back, *json, err);
+    if (s) {
+        llmlab_err_prefix(err, "synth: invalid model shape");
+        free(*json);
+        *json = NULL;
+    }
+    return s;
+}
+
+llmlab_status llmlab_synth_write_ex(const llmlab_synth_opts *o, const char *dir, llmlab_synth_progress_fn progress,
+                                    void *ud, llmlab_err *err) {
+    if (o->dtype != LLMLAB_DTYPE_F32 && o->dtype != LLMLAB_DTYPE_F16 && o->dtype != LLMLAB_DTYPE_BF16)
+        return llmlab_err_set(err, LLMLAB_EINVAL, "synth: bad dtype %d", (int)o->dtype);
+    llmlab_config c;
+    char *json = NULL;
+    llmlab_status s = synth_config(o, &c, &json, err);
+    if (s) return s;
+    plan_t p = {0};
+    s = plan_build(&p, &c, o->dtype, err);
+    if (!s && (o->n_shards < 1 || o->n_shards > p.n || o->n_shards > 99999))
+        s = llmlab_err_set(err, LLMLAB_EINVAL, "synth: %d shards for %d tensors", o->n_shards, p.n);
+    if (!s) s = make_dirs(dir, err);
+    char *cpath = s ? NULL : join(dir, "config.json");
+    if (!s) s = cpath ? write_text_atomic(cpath, json, err) : llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+    gen_t g = {o->dtype, o->seed, NULL, NULL, 0, 0, progress, ud};
+    if (!s) {
+        plan_shards(&p, o->n_shards);
+        for (int i = 0; i < p.n; i++) g.total += p.t[i].bytes;
+        g.vals = malloc(SYNTH_CHUNK * sizeof *g.vals);
+        g.bytes = malloc(SYNTH_CHUNK * sizeof *g.vals);
+        if (!g.vals || !g.bytes) s = llmlab_err_set(err, LLMLAB_ENOMEM, "synth: out of memory");
+    }
+    if (!s) s = write_weights(&g, &p, o->n_shards, dir, err);
+    free(g.vals);
+    free(g.bytes);
+    free(cpath);
+    free(p.t);
+    free(json);
+    return s;
+}
+
+llmlab_status llmlab_synth_write(const llmlab_synth_opts *opts, const char *dir, llmlab_err *err) {
+    return llmlab_synth_write_ex(opts, dir, NULL, NULL, err);
+}

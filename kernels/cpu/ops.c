@@ -1,0 +1,118 @@
+/* ops.c - RMSNorm, RoPE, SwiGLU and paged attention on the CPU.
+ *
+ * These are a small share of decode time (the weight matmuls dominate), so they are
+ * written as plain C with a fixed reduction order rather than hand-vectorised.
+ */
+#include "ops.h"
+
+#include <math.h>
+#include <string.h>
+
+void llmlab_cpu_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    float ss = 0.0f;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    float inv = 1.0f / sqrtf(ss / (float)n + eps);
+    for (int i = 0; i < n; i++) out[i] = (x[i] * inv) * w[i];
+}
+
+void llmlab_cpu_rope(float *x, int n_heads, int head_dim, int32_t pos, const float *inv_freq) {
+    int half = head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        /* Angle in f32 as transformers computes it (inv_freq[i] * float(pos)). */
+        float angle = (float)pos * inv_freq[i];
+        float c = cosf(angle), s = sinf(angle);
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + (size_t)h * (size_t)head_dim;
+            float x0 = v[i], x1 = v[i + half];
+            v[i] = x0 * c - x1 * s;
+            v[i + half] = x1 * c + x0 * s;
+        }
+    }
+}
+
+void llmlab_cpu_swiglu(float *gate, const float *up, int n) {
+    for (int i = 0; i < n; i++) {
+        float g = gate[i];
+        gate[i] = (g / (1.0f + expf(-g))) * up[i];
+    }
+}
+
+float llmlab_cpu_dot(const float *a, const float *b, int n) {
+    /* Eight independent partial sums: the compiler may vectorise them, but the
+     * association (lane j sums elements j, j+8, ...) is fixed by the source. */
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
+    for (int j = 0; i < n; i++, j++) acc[j] += a[i] * b[i];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+/* Walks the keys in slot order, calling visit(slot, i) with a running index i. */
+#define FOR_EACH_KEY(keys, slot, idx, body)                                                     \
+    do {                                                                                        \
+        int idx = 0;                                                                            \
+        for (int slot = 0; slot < (keys)->n_prior; slot++) {                                    \
+            if (!llmlab_kv_slot_valid((keys)->kv, (keys)->seq, slot)) continue;                 \
+            body;                                                                               \
+            idx++;                                                                              \
+        }                                                                                       \
+        for (int e_ = 0; e_ < (keys)->n_extra; e_++) {                                          \
+            int slot = (keys)->extra[e_];                                                       \
+            body;                                                                               \
+            idx++;                                                                              \
+        }                                                                                       \
+    } while (0)
+
+void llmlab_cpu_attention(float *out, const float *q, int head_dim, const llmlab_attn_keys *keys,
+                          float scale, float *scores) {
+    const size_t hoff = (size_t)keys->kv_head * (size_t)head_dim;
+    int n = 0;
+    float mx = -INFINITY;
+    FOR_EACH_KEY(keys, slot, i, {
+        const float *k = llmlab_kv_k_row(keys->kv, keys->seq, slot, keys->layer) + hoff;
+        float s = llmlab_cpu_dot(q, k, head_dim) * scale;
+        scores[i] = s;
+        if (s > mx) mx = s;
+        n = i + 1;
+    });
+    memset(out, 0, (size_t)head_dim * sizeof *out);
+    if (n == 0) return;
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) {
+        scores[i] = expf(scores[i] - mx);
+        sum += scores[i];
+    }
+    float inv = 1.0f / sum;
+    FOR_EACH_KEY(keys, slot, i, {
+        const float *v = llmlab_kv_v_row(keys->kv, keys->seq, slot, keys->layer) + hoff;
+        float p = scores[i] * inv;
+        for (int d = 0; d < head_dim; d++) out[d] += p * v[d];
+    });
+}
+
+void llmlab_cpu_attention_ref(float *out, const float *q, int head_dim,
+                              const llmlab_attn_keys *keys, float scale) {
+    const size_t hoff = (size_t)keys->kv_head * (size_t)head_dim;
+    double mx = -INFINITY, sum = 0.0;
+    FOR_EACH_KEY(keys, slot, i, {
+        const float *k = llmlab_kv_k_row(keys->kv, keys->seq, slot, keys->layer) + hoff;
+        double s = 0.0;
+        for (int d = 0; d < head_dim; d++) s += (double)q[d] * k[d];
+        s *= scale;
+        if (s > mx) mx = s;
+        (void)i;
+    });
+    double acc[1024] = {0};
+    FOR_EACH_KEY(keys, slot, i, {
+        const float *k = llmlab_kv_k_row(keys->kv, keys->seq, slot, keys->layer) + hoff;
+        const float *v = llmlab_kv_v_row(keys->kv, keys->seq, slot, keys->layer) + hoff;
+        double s = 0.0;
+        for (int d = 0; d < head_dim; d++) s += (double)q[d] * k[d];
+        double p = exp(s * scale - mx);
+        sum += p;
+        for (int d = 0; d < head_dim && d < 1024; d++) acc[d] += p * v[d];
+        (void)i;
+    });
+    for (int d = 0; d < head_dim && d < 1024; d++) out[d] = sum > 0 ? (float)(acc[d] / sum) : 0.0f;
+}

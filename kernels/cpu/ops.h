@@ -1,0 +1,47 @@
+/* ops.h - element-wise and per-row CPU ops of the forward pass (RMSNorm, RoPE,
+ * SwiGLU) and paged attention.  All of them work row by row, so a row's result
+ * never depends on other rows of the batch.
+ */
+#ifndef LLMLAB_KERNELS_CPU_OPS_H
+#define LLMLAB_KERNELS_CPU_OPS_H
+
+#include <stdint.h>
+
+#include "../../core/kv_cache.h"
+
+/* out[n] = (x[n] * rsqrt(mean(x^2) + eps)) * w[n], f32 as in transformers' LlamaRMSNorm. */
+void llmlab_cpu_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
+
+/* Rotates n_heads heads of head_dim each, in place, at position pos (HF "rotate_half":
+ * element i pairs with i + head_dim/2).  inv_freq: [head_dim/2]. */
+void llmlab_cpu_rope(float *x, int n_heads, int head_dim, int32_t pos, const float *inv_freq);
+
+/* gate[n] = silu(gate[n]) * up[n] */
+void llmlab_cpu_swiglu(float *gate, const float *up, int n);
+
+/* The keys one query may attend, in slot order: the valid slots among
+ * [0, n_prior) of the sequence, then the slots listed in extra[] (ascending). */
+typedef struct {
+    const llmlab_kv *kv;
+    int seq;
+    int layer;
+    int kv_head;
+    int n_prior;
+    const int32_t *extra; /* [n_extra] */
+    int n_extra;
+} llmlab_attn_keys;
+
+/* out[head_dim] = softmax(scale * q.K) V over the keys.  scores: [n_prior + n_extra]
+ * scratch.  Reduces over keys in slot order with one fixed blocking, whatever else
+ * runs in the batch.  A query with no visible key gets zeros. */
+void llmlab_cpu_attention(float *out, const float *q, int head_dim, const llmlab_attn_keys *keys,
+                          float scale, float *scores);
+
+/* Reference: double precision, plain loops. */
+void llmlab_cpu_attention_ref(float *out, const float *q, int head_dim,
+                              const llmlab_attn_keys *keys, float scale);
+
+/* Dot product with a fixed 8-lane split (deterministic, shared by attention). */
+float llmlab_cpu_dot(const float *a, const float *b, int n);
+
+#endif
