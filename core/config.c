@@ -163,15 +163,16 @@ static llmlab_status parse_sizes(llmlab_config *cfg, const cJSON *root, llmlab_e
 
 /* Rejects shapes whose matrices would not fit a 64-bit byte count comfortably. */
 static llmlab_status check_products(const llmlab_config *cfg, llmlab_err *err) {
+    /* each size is <= 2^24, so any two multiply without overflow; check before a third */
     uint64_t q = (uint64_t)cfg->n_heads * (uint64_t)cfg->head_dim;
-    uint64_t qdim = q * (uint64_t)cfg->dim;
+    uint64_t qdim = q > CFG_MAX_ELEMS / (uint64_t)cfg->dim ? CFG_MAX_ELEMS + 1 : q * (uint64_t)cfg->dim;
     uint64_t emb = (uint64_t)cfg->vocab_size * (uint64_t)cfg->dim;
     uint64_t ffn = (uint64_t)cfg->ffn_dim * (uint64_t)cfg->dim;
     if (qdim > CFG_MAX_ELEMS)
         return llmlab_err_set(err, LLMLAB_EINVAL,
-                              "'num_attention_heads' * 'head_dim' * 'hidden_size' = %llu elements is "
-                              "absurd (limit 2^40)",
-                              (unsigned long long)qdim);
+                              "'num_attention_heads' * 'head_dim' * 'hidden_size' exceeds 2^40 elements "
+                              "(%d * %d * %d)",
+                              cfg->n_heads, cfg->head_dim, cfg->dim);
     if (emb > CFG_MAX_ELEMS)
         return llmlab_err_set(err, LLMLAB_EINVAL,
                               "'vocab_size' * 'hidden_size' = %llu elements is absurd (limit 2^40)",
@@ -181,7 +182,8 @@ static llmlab_status check_products(const llmlab_config *cfg, llmlab_err *err) {
                               "'intermediate_size' * 'hidden_size' = %llu elements is absurd "
                               "(limit 2^40)",
                               (unsigned long long)ffn);
-    uint64_t kv = (uint64_t)cfg->n_kv_heads * (uint64_t)cfg->head_dim * (uint64_t)cfg->dim;
+    uint64_t kv = (uint64_t)cfg->n_kv_heads * (uint64_t)cfg->head_dim; /* <= q: kv heads <= heads */
+    kv *= (uint64_t)cfg->dim;
     uint64_t layer = 2 * qdim + 2 * kv + 3 * ffn;
     uint64_t total = layer * (uint64_t)cfg->n_layers + 2 * emb;
     if (total > CFG_MAX_ELEMS)

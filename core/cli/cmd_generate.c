@@ -125,7 +125,7 @@ int llmlab_cmd_generate(int argc, char **argv) {
             goto end;
         }
     } else {
-        prompt = malloc(strlen(a.prompt) + 1);
+        prompt = malloc((strlen(a.prompt) + 1) * sizeof *prompt);
         n_prompt = prompt ? llmlab_bytes_encode(a.prompt, prompt) : 0;
         if (n_prompt == 0) {
             fprintf(stderr, "llmlab generate: the prompt is empty\n");
