@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,8 +70,10 @@ static llmlab_status get_pos_num(const cJSON *obj, const char *key, double def, 
     if (!cJSON_IsNumber(v))
         return llmlab_err_set(err, LLMLAB_EFORMAT, "'%s' must be a number, not %s", key,
                               json_type_name(v));
-    if (!isfinite(v->valuedouble) || v->valuedouble <= 0.0 || v->valuedouble > 3.0e38)
-        return llmlab_err_set(err, LLMLAB_EINVAL, "'%s' = %g must be a positive finite number", key,
+    /* Stored as float: values that round to 0, a subnormal or inf are rejected. */
+    if (!isfinite(v->valuedouble) || v->valuedouble < (double)FLT_MIN || v->valuedouble > 3.0e38)
+        return llmlab_err_set(err, LLMLAB_EINVAL,
+                              "'%s' = %g must be a positive number in float range", key,
                               v->valuedouble);
     *out = v->valuedouble;
     return LLMLAB_OK;

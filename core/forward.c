@@ -43,6 +43,8 @@ struct llmlab_ctx {
     float *scores;      /* [n_scratch][kv_tokens + B] */
     /* outputs */
     llmlab_outputs out;
+    llmlab_linear_fn linear; /* NULL: dense kernel on the stored dtype */
+    void *linear_user;
     int32_t *seq_len0;  /* [max_seqs] sequence lengths before this batch */
     int32_t *seq_count; /* [max_seqs] tokens of each sequence in this batch */
 };
@@ -271,7 +273,26 @@ static void rows_rmsnorm(llmlab_ctx *c, float *out, const float *x, const float 
     for (int i = 0; i < rows; i++) llmlab_cpu_rmsnorm(out + i * d, x + i * d, w, cfg->dim, cfg->rms_eps);
 }
 
-static void matmul(llmlab_ctx *c, float *y, const float *x, const llmlab_mat *W, int M) {
+void llmlab_ctx_set_linear(llmlab_ctx *ctx, llmlab_linear_fn fn, void *user) {
+    ctx->linear = fn;
+    ctx->linear_user = user;
+}
+
+const llmlab_mat *llmlab_model_matrix(const llmlab_model *m, int matrix) {
+    int l = matrix / LLMLAB_MATS_PER_LAYER;
+    if (l >= m->cfg.n_layers) return &m->lm_head;
+    const llmlab_layer *L = &m->layers[l];
+    const llmlab_mat *mats[LLMLAB_MATS_PER_LAYER] = {&L->wq, &L->wk, &L->wv, &L->wo,
+                                                     &L->w_gate, &L->w_up, &L->w_down};
+    return mats[matrix % LLMLAB_MATS_PER_LAYER];
+}
+
+static void matmul(llmlab_ctx *c, float *y, const float *x, int matrix, int M) {
+    if (c->linear) {
+        c->linear(c->linear_user, matrix, y, x, M, c->pool);
+        return;
+    }
+    const llmlab_mat *W = llmlab_model_matrix(c->m, matrix);
     llmlab_cpu_matmul(y, x, W->data, W->dtype, M, (int)W->rows, (int)W->cols, c->pool);
 }
 
@@ -281,22 +302,23 @@ static void run_layer(llmlab_ctx *c, const llmlab_batch *b, int l) {
     int n = b->n;
     size_t d = (size_t)cfg->dim;
     layer_job job = {c, b, l};
+    int base = l * LLMLAB_MATS_PER_LAYER;
 
     rows_rmsnorm(c, c->h, c->x, L->attn_norm, n);
-    matmul(c, c->q, c->h, &L->wq, n);
-    matmul(c, c->k, c->h, &L->wk, n);
-    matmul(c, c->v, c->h, &L->wv, n);
+    matmul(c, c->q, c->h, base + LLMLAB_MAT_Q, n);
+    matmul(c, c->k, c->h, base + LLMLAB_MAT_K, n);
+    matmul(c, c->v, c->h, base + LLMLAB_MAT_V, n);
     for (int i = 0; i < n; i++) rope_store_task(&job, i, n);
     llmlab_threadpool_run(c->pool, attention_task, &job, c->n_scratch);
-    matmul(c, c->tmp, c->att, &L->wo, n);
+    matmul(c, c->tmp, c->att, base + LLMLAB_MAT_O, n);
     for (size_t i = 0; i < (size_t)n * d; i++) c->x[i] += c->tmp[i];
 
     rows_rmsnorm(c, c->h, c->x, L->ffn_norm, n);
-    matmul(c, c->gate, c->h, &L->w_gate, n);
-    matmul(c, c->up, c->h, &L->w_up, n);
+    matmul(c, c->gate, c->h, base + LLMLAB_MAT_GATE, n);
+    matmul(c, c->up, c->h, base + LLMLAB_MAT_UP, n);
     size_t f = (size_t)cfg->ffn_dim;
     for (int i = 0; i < n; i++) llmlab_cpu_swiglu(c->gate + i * f, c->up + i * f, cfg->ffn_dim);
-    matmul(c, c->tmp, c->gate, &L->w_down, n);
+    matmul(c, c->tmp, c->gate, base + LLMLAB_MAT_DOWN, n);
     for (size_t i = 0; i < (size_t)n * d; i++) c->x[i] += c->tmp[i];
 }
 
@@ -329,7 +351,7 @@ llmlab_status llmlab_forward(llmlab_ctx *c, const llmlab_batch *b, const llmlab_
         llmlab_cpu_rmsnorm(c->out.hidden + r * d, c->x + (size_t)c->out.out_index[r] * d,
                            m->final_norm, cfg->dim, cfg->rms_eps);
     if (want_logits && c->out.n_out > 0)
-        matmul(c, c->out.logits, c->out.hidden, &m->lm_head, c->out.n_out);
+        matmul(c, c->out.logits, c->out.hidden, cfg->n_layers * LLMLAB_MATS_PER_LAYER, c->out.n_out);
     *out = &c->out;
     return LLMLAB_OK;
 }

@@ -75,6 +75,19 @@ const llmlab_model *llmlab_ctx_model(const llmlab_ctx *ctx);
 llmlab_threadpool *llmlab_ctx_pool(llmlab_ctx *ctx);
 int llmlab_ctx_max_batch(const llmlab_ctx *ctx);
 
+/* Matrix indices for a linear hook: layer * LLMLAB_MATS_PER_LAYER + one of the
+ * LLMLAB_MAT_* below; the LM head is n_layers * LLMLAB_MATS_PER_LAYER. */
+enum { LLMLAB_MAT_Q, LLMLAB_MAT_K, LLMLAB_MAT_V, LLMLAB_MAT_O, LLMLAB_MAT_GATE, LLMLAB_MAT_UP,
+       LLMLAB_MAT_DOWN, LLMLAB_MATS_PER_LAYER };
+
+/* y[M][rows] = x[M][cols] W^T for weight matrix `matrix` (a quant plugin's kernel). */
+typedef void (*llmlab_linear_fn)(void *user, int matrix, float *y, const float *x, int M,
+                                 llmlab_threadpool *pool);
+/* Routes every weight matmul through fn (NULL restores the built-in dense kernel). */
+void llmlab_ctx_set_linear(llmlab_ctx *ctx, llmlab_linear_fn fn, void *user);
+/* The weight matrix with that index. */
+const llmlab_mat *llmlab_model_matrix(const llmlab_model *m, int matrix);
+
 /* Runs the batch: writes each token's K/V into new provisional slots of its sequence
  * and returns the requested rows.  On error nothing is appended to the cache. */
 llmlab_status llmlab_forward(llmlab_ctx *ctx, const llmlab_batch *b, const llmlab_outputs **out,

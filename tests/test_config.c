@@ -267,7 +267,8 @@ Test(config, to_json_round_trip) {
 Test(config, load_file_prefixes_path) {
     char *dir = fsu_mkdtemp();
     char *p = fsu_join(dir, "config.json");
-    fsu_write(p, "{\"architectures\": [\"LlamaForCausalLM\"]}", 40);
+    const char *t = "{\"architectures\": [\"LlamaForCausalLM\"]}";
+    fsu_write(p, t, strlen(t));
     llmlab_config c;
     llmlab_err e = {0};
     cr_assert_eq(llmlab_config_load(&c, p, &e), LLMLAB_EFORMAT);

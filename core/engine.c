@@ -1,0 +1,362 @@
+/* engine.c - the iteration loop that runs requests through the four plugin kinds.
+ *
+ * Sections: plugin instances; the host function table; sequences and steps;
+ * the run loop; results. */
+#include "engine.h"
+#include "engine_internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "error.h"
+#include "generate.h"
+#include "kernels/cpu/kernels.h"
+
+/* ---- host function table ------------------------------------------------------------- */
+
+static void host_log(int level, const char *plugin, const char *fmt, ...) {
+    static const char *names[] = {"error", "warning", "info", "debug"};
+    if (level > LLMLAB_LOG_INFO && !getenv("LLMLAB_DEBUG")) return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "llmlab [%s] %s: ", plugin ? plugin : "?", names[level & 3]);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static void *host_alloc(size_t n) { return calloc(1, n ? n : 1); }
+static void host_free(void *p) { free(p); }
+static int host_vocab(const llmlab_engine *e) { return e->m->cfg.vocab_size; }
+static int host_dim(const llmlab_engine *e) { return e->m->cfg.dim; }
+static int host_layers(const llmlab_engine *e) { return e->m->cfg.n_layers; }
+static int host_is_eos(const llmlab_engine *e, int32_t t) { return llmlab_config_is_eos(&e->m->cfg, t); }
+static llmlab_threadpool *host_pool(llmlab_engine *e) { return llmlab_ctx_pool(e->ctx); }
+static int host_seq_id(const llmlab_seq *s) { return s->id; }
+static int host_seq_len(const llmlab_seq *s) { return s->len; }
+static const int32_t *host_seq_tokens(const llmlab_seq *s) { return s->tokens; }
+static int host_seq_prompt_len(const llmlab_seq *s) { return s->prompt_len; }
+static int host_seq_remaining(const llmlab_seq *s) { return s->max_new - s->generated; }
+
+static int host_seq_kv_len(const llmlab_seq *s) {
+    return s->kv < 0 ? 0 : llmlab_kv_committed(llmlab_ctx_kv(s->e->ctx), s->kv);
+}
+
+static int32_t host_seq_sample(llmlab_seq *s, const float *logits) {
+    int V = s->e->m->cfg.vocab_size;
+    if (s->samp.temperature == 0.0f) return llmlab_argmax(logits, V);
+    float *probs = malloc((size_t)V * sizeof *probs);
+    int *work = malloc((size_t)V * sizeof *work);
+    int32_t t = (probs && work) ? llmlab_sample(logits, V, &s->samp, &s->rng, probs, work)
+                                : llmlab_argmax(logits, V);
+    free(probs);
+    free(work);
+    return t;
+}
+
+static uint64_t host_seq_rng(llmlab_seq *s) { return llmlab_rng_next(&s->rng); }
+
+void llmlab_engine_log_token(llmlab_engine *e, const llmlab_seq *s, int32_t tok, double t) {
+    token_log *L = &e->toks;
+    if (L->n == L->cap) {
+        int cap = L->cap ? L->cap * 2 : 1024;
+        int *r = realloc(L->req, (size_t)cap * sizeof *r);
+        if (r) L->req = r;
+        int *ix = realloc(L->index, (size_t)cap * sizeof *ix);
+        if (ix) L->index = ix;
+        int32_t *tk = realloc(L->tok, (size_t)cap * sizeof *tk);
+        if (tk) L->tok = tk;
+        double *tt = realloc(L->t, (size_t)cap * sizeof *tt);
+        if (tt) L->t = tt;
+        if (!r || !ix || !tk || !tt) return; /* metrics only: generation goes on */
+        L->cap = cap;
+    }
+    L->req[L->n] = s->id;
+    L->index[L->n] = s->generated - 1;
+    L->tok[L->n] = tok;
+    L->t[L->n] = t;
+    L->n++;
+}
+
+static llmlab_status host_seq_accept(llmlab_seq *s, const int32_t *tokens, int n, llmlab_err *err) {
+    double t = llmlab_now() - s->e->t0;
+    for (int i = 0; i < n && s->state != LLMLAB_REQ_FINISHED; i++) {
+        if (tokens[i] < 0 || tokens[i] >= s->e->m->cfg.vocab_size)
+            return llmlab_err_set(err, LLMLAB_EINVAL, "decoding plugin accepted token %d outside the vocabulary",
+                                  tokens[i]);
+        if (s->len == s->cap) {
+            int32_t *g = realloc(s->tokens, (size_t)(s->cap * 2) * sizeof *g);
+            if (!g) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+            s->tokens = g;
+            s->cap *= 2;
+        }
+        s->tokens[s->len++] = tokens[i];
+        s->generated++;
+        if (s->generated == 1) s->first_s = t;
+        llmlab_engine_log_token(s->e, s, tokens[i], t);
+        if (s->generated >= s->max_new || (s->stop_eos && llmlab_config_is_eos(&s->e->m->cfg, tokens[i])))
+            s->state = LLMLAB_REQ_FINISHED;
+    }
+    return LLMLAB_OK;
+}
+
+static llmlab_status host_seq_keep(llmlab_seq *s, const int *slots, int n, llmlab_err *err) {
+    return llmlab_kv_keep(llmlab_ctx_kv(s->e->ctx), s->kv, slots, n, err);
+}
+
+static llmlab_status host_seq_evict(llmlab_seq *s, const int *slots, int n, llmlab_err *err) {
+    return llmlab_kv_evict(llmlab_ctx_kv(s->e->ctx), s->kv, slots, n, err);
+}
+
+static int host_slot_valid(const llmlab_seq *s, int slot) {
+    return llmlab_kv_slot_valid(llmlab_ctx_kv(s->e->ctx), s->kv, slot);
+}
+
+static int32_t host_slot_pos(const llmlab_seq *s, int slot) {
+    return llmlab_kv_slot_pos(llmlab_ctx_kv(s->e->ctx), s->kv, slot);
+}
+
+static int host_step_add(llmlab_step *st, llmlab_seq *s, int32_t token, int32_t pos, int flags, int parent) {
+    int i = llmlab_batch_add(st->b, token, s->kv, pos, (uint8_t)flags, parent);
+    if (i >= 0) st->owner[i] = s;
+    return i;
+}
+
+static void host_step_set_tree(llmlab_step *st) { st->b->vis = LLMLAB_VIS_TREE; }
+
+static const float *host_step_logits(const llmlab_step *st, int i) {
+    if (!st->out || i < 0 || i >= st->b->n || st->row[i] < 0 || !(st->b->flags[i] & LLMLAB_TOK_LOGITS)) return NULL;
+    return st->out->logits + (size_t)st->row[i] * (size_t)st->e->m->cfg.vocab_size;
+}
+
+static const float *host_step_hidden(const llmlab_step *st, int i) {
+    if (!st->out || i < 0 || i >= st->b->n || st->row[i] < 0 || !(st->b->flags[i] & LLMLAB_TOK_HIDDEN)) return NULL;
+    return st->out->hidden + (size_t)st->row[i] * (size_t)st->e->m->cfg.dim;
+}
+
+static int host_step_slot(const llmlab_step *st, int i) {
+    return (st->out && i >= 0 && i < st->b->n) ? st->out->slot[i] : -1;
+}
+
+static int host_step_rows(const llmlab_step *st, const llmlab_seq *s, int *idx, int cap) {
+    int n = 0;
+    for (int i = 0; i < st->b->n; i++)
+        if (st->owner[i] == s) {
+            if (n < cap) idx[n] = i;
+            n++;
+        }
+    return n;
+}
+
+static void host_metric_add(llmlab_seq *s, const char *name, double v) { (void)s, (void)name, (void)v; }
+
+static void host_set_sampling(llmlab_engine *e, float t, int k, float p, float minp) {
+    e->samp = (llmlab_sampling){t, k, p, minp};
+}
+
+static const llmlab_host host_table = {
+    .size = sizeof(llmlab_host),
+    .abi_major = LLMLAB_ABI_MAJOR,
+    .abi_minor = LLMLAB_ABI_MINOR,
+    .log = host_log,
+    .alloc = host_alloc,
+    .free = host_free,
+    .param_int = llmlab_params_int,
+    .param_float = llmlab_params_float,
+    .param_bool = llmlab_params_bool,
+    .param_string = llmlab_params_string,
+    .model_vocab = host_vocab,
+    .model_dim = host_dim,
+    .model_layers = host_layers,
+    .model_is_eos = host_is_eos,
+    .engine_pool = host_pool,
+    .seq_id = host_seq_id,
+    .seq_len = host_seq_len,
+    .seq_tokens = host_seq_tokens,
+    .seq_prompt_len = host_seq_prompt_len,
+    .seq_remaining = host_seq_remaining,
+    .seq_kv_len = host_seq_kv_len,
+    .seq_sample = host_seq_sample,
+    .seq_rng_next = host_seq_rng,
+    .seq_accept = host_seq_accept,
+    .seq_kv_keep = host_seq_keep,
+    .seq_kv_evict = host_seq_evict,
+    .seq_kv_slot_valid = host_slot_valid,
+    .seq_kv_slot_pos = host_slot_pos,
+    .step_add = host_step_add,
+    .step_set_tree = host_step_set_tree,
+    .step_logits = host_step_logits,
+    .step_hidden = host_step_hidden,
+    .step_slot = host_step_slot,
+    .step_rows = host_step_rows,
+    .metric_add = host_metric_add,
+    .matmul_dense = llmlab_cpu_matmul,
+    .engine_set_sampling = host_set_sampling,
+};
+
+const llmlab_host *llmlab_host_table(void) { return &host_table; }
+
+/* ---- plugin instances ---------------------------------------------------------------- */
+
+typedef llmlab_status (*create_fn)(void **, const llmlab_host *, llmlab_engine *, const llmlab_params *,
+                                   llmlab_err *);
+
+static create_fn ops_create(const llmlab_plugin_desc *d) {
+    switch (d->kind) {
+    case LLMLAB_PLUGIN_DECODING: return ((const llmlab_decoding_ops *)d->ops)->create;
+    case LLMLAB_PLUGIN_ATTENTION: return ((const llmlab_attention_ops *)d->ops)->create;
+    case LLMLAB_PLUGIN_QUANT: return ((const llmlab_quant_ops *)d->ops)->create;
+    case LLMLAB_PLUGIN_SCHED: return ((const llmlab_sched_ops *)d->ops)->create;
+    }
+    return NULL;
+}
+
+static void plugin_destroy(plugin_inst *pi) {
+    if (!pi->d) return;
+    switch (pi->d->kind) {
+    case LLMLAB_PLUGIN_DECODING: ((const llmlab_decoding_ops *)pi->d->ops)->destroy(pi->self); break;
+    case LLMLAB_PLUGIN_ATTENTION: ((const llmlab_attention_ops *)pi->d->ops)->destroy(pi->self); break;
+    case LLMLAB_PLUGIN_QUANT: ((const llmlab_quant_ops *)pi->d->ops)->destroy(pi->self); break;
+    case LLMLAB_PLUGIN_SCHED: ((const llmlab_sched_ops *)pi->d->ops)->destroy(pi->self); break;
+    }
+    pi->self = NULL;
+}
+
+/* Finds the plugin, validates its values, and creates an instance. */
+static llmlab_status plugin_open(llmlab_engine *e, plugin_inst *pi, llmlab_plugin_kind kind,
+                                 const llmlab_plugin_choice *c, const char *baseline, llmlab_err *err) {
+    const char *name = c->name ? c->name : baseline;
+    pi->d = llmlab_registry_find(e->reg, kind, name);
+    if (!pi->d) {
+        char known[512] = "";
+        for (int i = 0; i < llmlab_registry_count(e->reg); i++) {
+            const llmlab_plugin_desc *d = llmlab_registry_get(e->reg, i)->desc;
+            if (d->kind == kind) snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", known[0] ? ", " : "", d->name);
+        }
+        return llmlab_err_set(err, LLMLAB_EINVAL, "no %s plugin named '%s' (registered: %s)",
+                              llmlab_plugin_kind_name(kind), name, known);
+    }
+    llmlab_status st = llmlab_params_create(&pi->p, pi->d, c->values, c->n_values, err);
+    if (st) return st;
+    st = ops_create(pi->d)(&pi->self, &host_table, e, pi->p, err);
+    if (st) {
+        if (err && !err->msg[0]) llmlab_err_set(err, st, "%s", llmlab_status_name(st));
+        llmlab_err_prefix(err, "%s plugin '%s': create failed", llmlab_plugin_kind_name(kind), name);
+        pi->d = NULL; /* nothing to destroy */
+    }
+    return st;
+}
+
+/* ---- quantized weights ----------------------------------------------------------------- */
+
+static void quant_linear(void *user, int matrix, float *y, const float *x, int M, llmlab_threadpool *pool) {
+    llmlab_engine *e = user;
+    ((const llmlab_quant_ops *)e->quant.d->ops)->matmul(e->quant.self, e->packed[matrix], y, x, M, pool);
+}
+
+static void matrix_name(const llmlab_model *m, int idx, char *buf, size_t cap) {
+    static const char *names[LLMLAB_MATS_PER_LAYER] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                                       "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
+                                                       "mlp.down_proj"};
+    if (idx / LLMLAB_MATS_PER_LAYER >= m->cfg.n_layers) snprintf(buf, cap, "lm_head.weight");
+    else snprintf(buf, cap, "model.layers.%d.%s.weight", idx / LLMLAB_MATS_PER_LAYER, names[idx % LLMLAB_MATS_PER_LAYER]);
+}
+
+static llmlab_status pack_weights(llmlab_engine *e, llmlab_err *err) {
+    const llmlab_quant_ops *q = e->quant.d->ops;
+    e->n_mats = e->m->cfg.n_layers * LLMLAB_MATS_PER_LAYER + 1;
+    e->packed = calloc((size_t)e->n_mats, sizeof *e->packed);
+    if (!e->packed) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+    double bits = 0, weights = 0;
+    for (int i = 0; i < e->n_mats; i++) {
+        const llmlab_mat *w = llmlab_model_matrix(e->m, i);
+        char name[128];
+        matrix_name(e->m, i, name, sizeof name);
+        llmlab_weight wt = {sizeof wt, name, w->dtype, w->data, w->rows, w->cols};
+        double b = 0;
+        llmlab_status st = q->pack(e->quant.self, &wt, &e->packed[i], &b, err);
+        if (st) return llmlab_err_prefix(err, "quant plugin '%s': packing %s", e->quant.d->name, name);
+        bits += b * (double)w->rows * (double)w->cols;
+        weights += (double)w->rows * (double)w->cols;
+    }
+    e->bits_per_weight = bits / weights;
+    llmlab_ctx_set_linear(e->ctx, quant_linear, e);
+    return LLMLAB_OK;
+}
+
+/* ---- engine lifecycle --------------------------------------------------------------------- */
+
+llmlab_status llmlab_engine_create(llmlab_engine **out, const llmlab_model *m, const llmlab_engine_opts *o,
+                                   llmlab_err *err) {
+    *out = NULL;
+    llmlab_engine *e = calloc(1, sizeof *e);
+    if (!e) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+    e->m = m;
+    e->reg = o->registry;
+    e->seed = o->seed;
+    e->samp = LLMLAB_SAMPLING_GREEDY;
+    e->max_seqs = o->max_seqs > 0 ? o->max_seqs : 64;
+    e->token_budget = o->token_budget > 0 ? o->token_budget : 512;
+    llmlab_ctx_opts co = {.n_threads = o->n_threads, .kv_block_size = o->kv_block_size,
+                          .kv_tokens = o->kv_tokens, .max_seqs = e->max_seqs, .max_batch = e->token_budget};
+    llmlab_status st = llmlab_ctx_create(&e->ctx, m, &co, err);
+    if (!st && !(e->kv_busy = calloc((size_t)e->max_seqs, 1))) st = llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+    if (!st) st = plugin_open(e, &e->quant, LLMLAB_PLUGIN_QUANT, &o->quant, "none", err);
+    if (!st) st = pack_weights(e, err);
+    if (!st) st = plugin_open(e, &e->dec, LLMLAB_PLUGIN_DECODING, &o->decoding, "autoregressive", err);
+    if (!st) st = plugin_open(e, &e->att, LLMLAB_PLUGIN_ATTENTION, &o->attention, "dense", err);
+    /* The scheduler is validated now and instantiated per run (it keeps per-run state). */
+    if (!st) st = plugin_open(e, &e->sched, LLMLAB_PLUGIN_SCHED, &o->sched, "fcfs", err);
+    if (!st) plugin_destroy(&e->sched);
+    if (st) {
+        llmlab_engine_free(e);
+        return st;
+    }
+    *out = e;
+    return LLMLAB_OK;
+}
+
+void llmlab_engine_free(llmlab_engine *e) {
+    if (!e) return;
+    plugin_destroy(&e->dec);
+    plugin_destroy(&e->att);
+    plugin_destroy(&e->sched);
+    if (e->packed && e->quant.d)
+        for (int i = 0; i < e->n_mats; i++)
+            if (e->packed[i]) ((const llmlab_quant_ops *)e->quant.d->ops)->unpack(e->quant.self, e->packed[i]);
+    plugin_destroy(&e->quant);
+    llmlab_params_free(e->dec.p);
+    llmlab_params_free(e->att.p);
+    llmlab_params_free(e->quant.p);
+    llmlab_params_free(e->sched.p);
+    free(e->packed);
+    free(e->kv_busy);
+    llmlab_ctx_free(e->ctx);
+    free(e);
+}
+
+const llmlab_plugin_desc *llmlab_engine_plugin(const llmlab_engine *e, llmlab_plugin_kind k) {
+    switch (k) {
+    case LLMLAB_PLUGIN_DECODING: return e->dec.d;
+    case LLMLAB_PLUGIN_ATTENTION: return e->att.d;
+    case LLMLAB_PLUGIN_QUANT: return e->quant.d;
+    case LLMLAB_PLUGIN_SCHED: return e->sched.d;
+    }
+    return NULL;
+}
+
+const llmlab_params *llmlab_engine_params(const llmlab_engine *e, llmlab_plugin_kind k) {
+    switch (k) {
+    case LLMLAB_PLUGIN_DECODING: return e->dec.p;
+    case LLMLAB_PLUGIN_ATTENTION: return e->att.p;
+    case LLMLAB_PLUGIN_QUANT: return e->quant.p;
+    case LLMLAB_PLUGIN_SCHED: return e->sched.p;
+    }
+    return NULL;
+}
+
+const llmlab_model *llmlab_engine_model(const llmlab_engine *e) { return e->m; }
+double llmlab_engine_bits_per_weight(const llmlab_engine *e) { return e->bits_per_weight; }

@@ -1,0 +1,87 @@
+/* engine.h - a model plus one plugin of each kind, running requests.
+ *
+ * Every iteration: the sched plugin decides which requests run how many tokens;
+ * prompt tokens are added by the engine, decode tokens by the decoding plugin's
+ * propose(); ONE forward runs them all; the decoding plugin's verify() accepts
+ * tokens; the attention plugin's after_step() may evict.  Weights multiply
+ * through the quant plugin.  The engine owns allocation, timing and metrics. */
+#ifndef LLMLAB_ENGINE_H
+#define LLMLAB_ENGINE_H
+
+#include "forward.h"
+#include "params.h"
+#include "registry.h"
+#include "sampler.h"
+
+/* A plugin choice: registry name + its values (validated at engine creation). */
+typedef struct {
+    const char *name;
+    const llmlab_param_value *values;
+    int n_values;
+} llmlab_plugin_choice;
+
+typedef struct {
+    const llmlab_registry *registry;
+    llmlab_plugin_choice decoding, attention, quant, sched; /* NULL name = the baseline */
+    uint64_t seed;
+    int n_threads;     /* <= 0: all cores */
+    int kv_tokens;     /* KV pool capacity in tokens; 0 = default */
+    int kv_block_size; /* 0 = 16 */
+    int max_seqs;      /* 0 = 64 */
+    int token_budget;  /* tokens per forward; 0 = 512 */
+} llmlab_engine_opts;
+
+typedef struct {
+    int id;
+    const int32_t *prompt;    /* [prompt_len] */
+    int prompt_len;
+    int max_new;
+    double arrival_s;         /* relative to the run's start */
+    int priority;
+    const llmlab_sampling *sampling; /* NULL: the decoding plugin's settings */
+    int stop_at_eos;
+} llmlab_request;
+
+/* What a run produced; all arrays owned by the result. */
+typedef struct {
+    int n_reqs;
+    /* per request [n_reqs] */
+    int *req_id, *prompt_len, *output_len, *forwards;
+    double *arrival_s, *admit_s, *first_token_s, *finish_s;
+    int32_t **output;          /* [n_reqs][output_len] */
+    /* per step [n_steps] */
+    int n_steps;
+    double *step_start_s, *step_dt_s;
+    int *step_tokens, *step_seqs, *step_kv_blocks;
+    double *step_kv_bytes;
+    /* per token [n_tok] */
+    int n_tok;
+    int *tok_req, *tok_index;
+    int32_t *tok_id;
+    double *tok_time_s;
+    /* summary */
+    double wall_s;
+    long long prompt_tokens, output_tokens, target_forwards;
+    double output_tok_per_s;
+    double mean_accepted;      /* generated tokens per target forward of a sequence */
+} llmlab_run_result;
+
+void llmlab_run_result_free(llmlab_run_result *r);
+
+typedef struct llmlab_engine llmlab_engine;
+
+llmlab_status llmlab_engine_create(llmlab_engine **out, const llmlab_model *m,
+                                   const llmlab_engine_opts *opts, llmlab_err *err);
+void llmlab_engine_free(llmlab_engine *e);
+
+/* Runs the requests to completion (arrivals honoured on the real clock). */
+llmlab_status llmlab_engine_run(llmlab_engine *e, const llmlab_request *reqs, int n,
+                                llmlab_run_result **out, llmlab_err *err);
+
+/* The chosen plugins and their validated values (for records and listings). */
+const llmlab_plugin_desc *llmlab_engine_plugin(const llmlab_engine *e, llmlab_plugin_kind k);
+const llmlab_params *llmlab_engine_params(const llmlab_engine *e, llmlab_plugin_kind k);
+const llmlab_model *llmlab_engine_model(const llmlab_engine *e);
+double llmlab_engine_bits_per_weight(const llmlab_engine *e);
+
+#endif

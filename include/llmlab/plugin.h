@@ -1,0 +1,278 @@
+/* plugin.h - the llmlab plugin ABI (version 1.0).
+ *
+ * A plugin is a shared object exporting one function, llmlab_plugin_entry (see
+ * LLMLAB_PLUGIN_ENTRY_SYMBOL).  The host calls it with its ABI version and its
+ * function table; the plugin returns a const descriptor.  The host compares the
+ * descriptor's ABI major, minor and struct size before calling anything else
+ * (PostgreSQL's PG_MODULE_MAGIC idea), so a plugin built against another major
+ * version is refused with a clear message and never runs.
+ *
+ * Rules that keep old plugins working (SQLite's extension routine table):
+ *  - every struct passed across the boundary starts with its size in bytes;
+ *  - structs and tables only grow at the end; a field is never moved or retyped;
+ *  - the host checks `size` before reading a field a plugin may not have;
+ *  - a minor bump adds fields at the end; a major bump breaks compatibility.
+ * Handles (engine, sequence, step, params, pool) are opaque: plugins reach them
+ * only through the host function table.
+ *
+ * Four kinds of plugins (DESIGN.md "Plugin kinds"):
+ *   decoding  - what to forward for a sequence this step, and what to accept;
+ *   attention - which cached slots stay, evictions over a budget;
+ *   quant     - a packed weight format with its matmul;
+ *   sched     - which requests run how many tokens this iteration.
+ * docs/plugins.md walks through writing one of each.
+ */
+#ifndef LLMLAB_PLUGIN_H
+#define LLMLAB_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "llmlab/llmlab.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LLMLAB_ABI_MAJOR 1
+#define LLMLAB_ABI_MINOR 0
+#define LLMLAB_PLUGIN_ENTRY_SYMBOL "llmlab_plugin_entry"
+
+/* ---- opaque handles ------------------------------------------------------------ */
+
+typedef struct llmlab_engine llmlab_engine;   /* one model + one plugin of each kind */
+typedef struct llmlab_seq llmlab_seq;         /* a request being generated */
+typedef struct llmlab_step llmlab_step;       /* the batch of one engine iteration */
+typedef struct llmlab_params llmlab_params;   /* validated parameter values */
+typedef struct llmlab_threadpool llmlab_threadpool;
+
+typedef enum {
+    LLMLAB_PLUGIN_DECODING = 1,
+    LLMLAB_PLUGIN_ATTENTION = 2,
+    LLMLAB_PLUGIN_QUANT = 3,
+    LLMLAB_PLUGIN_SCHED = 4
+} llmlab_plugin_kind;
+
+/* ---- parameters ------------------------------------------------------------------ */
+
+typedef enum {
+    LLMLAB_PARAM_INT = 1,
+    LLMLAB_PARAM_FLOAT = 2,
+    LLMLAB_PARAM_BOOL = 3,
+    LLMLAB_PARAM_STRING = 4,
+    LLMLAB_PARAM_ENUM = 5
+} llmlab_param_type;
+
+/* One declared parameter.  The host validates every value from Lua, INI or the
+ * command line against it before create() and records all of them in results. */
+typedef struct {
+    const char *name;            /* identifier: [a-z_][a-z0-9_]* */
+    llmlab_param_type type;
+    const char *default_value;   /* as text ("8", "0.5", "true", "greedy"); NULL = required */
+    double min, max;             /* INT/FLOAT range, inclusive; ignored when min > max */
+    const char *const *choices;  /* ENUM: NULL-terminated list of allowed strings */
+    const char *doc;             /* one line */
+} llmlab_param_spec;
+
+/* ---- the host function table (grows only at the end) ---------------------------- */
+
+enum { LLMLAB_LOG_ERROR = 0, LLMLAB_LOG_WARN = 1, LLMLAB_LOG_INFO = 2, LLMLAB_LOG_DEBUG = 3 };
+enum { LLMLAB_ROW_LOGITS = 1, LLMLAB_ROW_HIDDEN = 2 }; /* flags of step_add */
+
+typedef struct llmlab_host {
+    uint32_t size;       /* sizeof(llmlab_host) of the host */
+    uint32_t abi_major;  /* LLMLAB_ABI_MAJOR of the host */
+    uint32_t abi_minor;
+
+    /* logging and memory */
+    void (*log)(int level, const char *plugin, const char *fmt, ...);
+    void *(*alloc)(size_t bytes);          /* zeroed; NULL when out of memory */
+    void (*free)(void *p);
+
+    /* parameters (names must be declared; the values were validated) */
+    int64_t (*param_int)(const llmlab_params *p, const char *name);
+    double (*param_float)(const llmlab_params *p, const char *name);
+    int (*param_bool)(const llmlab_params *p, const char *name);
+    const char *(*param_string)(const llmlab_params *p, const char *name); /* STRING and ENUM */
+
+    /* the engine's model */
+    int (*model_vocab)(const llmlab_engine *e);
+    int (*model_dim)(const llmlab_engine *e);
+    int (*model_layers)(const llmlab_engine *e);
+    int (*model_is_eos)(const llmlab_engine *e, int32_t token);
+    llmlab_threadpool *(*engine_pool)(llmlab_engine *e);
+
+    /* sequences */
+    int (*seq_id)(const llmlab_seq *s);
+    int (*seq_len)(const llmlab_seq *s);            /* prompt + accepted tokens */
+    const int32_t *(*seq_tokens)(const llmlab_seq *s); /* [seq_len] */
+    int (*seq_prompt_len)(const llmlab_seq *s);
+    int (*seq_remaining)(const llmlab_seq *s);      /* tokens it may still accept */
+    int (*seq_kv_len)(const llmlab_seq *s);         /* committed tokens in its KV cache */
+    /* Draws a token from logits[vocab] with the engine's sampling settings and the
+     * sequence's own seeded stream (greedy: argmax, lowest index on ties). */
+    int32_t (*seq_sample)(llmlab_seq *s, const float *logits);
+    uint64_t (*seq_rng_next)(llmlab_seq *s);        /* the sequence's random stream */
+    /* Appends accepted tokens to the output (the engine stops at max_new / eos). */
+    llmlab_status (*seq_accept)(llmlab_seq *s, const int32_t *tokens, int n, llmlab_err *err);
+    /* KV: commit the listed provisional slots in order and drop the others. */
+    llmlab_status (*seq_kv_keep)(llmlab_seq *s, const int *slots, int n, llmlab_err *err);
+    /* KV: mark committed slots invalid (attention policies). */
+    llmlab_status (*seq_kv_evict)(llmlab_seq *s, const int *slots, int n, llmlab_err *err);
+    int (*seq_kv_slot_valid)(const llmlab_seq *s, int slot);
+    int32_t (*seq_kv_slot_pos)(const llmlab_seq *s, int slot);
+
+    /* the step being built (propose) and its results (verify) */
+    int (*step_add)(llmlab_step *st, llmlab_seq *s, int32_t token, int32_t pos, int flags,
+                    int parent); /* batch index, or -1 when the step is full */
+    void (*step_set_tree)(llmlab_step *st);         /* parents given to step_add are used */
+    const float *(*step_logits)(const llmlab_step *st, int index); /* [vocab] or NULL */
+    const float *(*step_hidden)(const llmlab_step *st, int index); /* [dim] or NULL */
+    int (*step_slot)(const llmlab_step *st, int index); /* KV slot the token was written to */
+    /* Batch indices of s's tokens in this step, in order; returns the count. */
+    int (*step_rows)(const llmlab_step *st, const llmlab_seq *s, int *indices, int cap);
+
+    /* metrics: named counters per sequence, summed into the run's tables */
+    void (*metric_add)(llmlab_seq *s, const char *name, double value);
+
+    /* dense matmul (the quant "none" path and a reference for others):
+     * y[M][N] = x[M][K] W[N][K]^T, W in dtype, batch invariant */
+    void (*matmul_dense)(float *y, const float *x, const void *W, llmlab_dtype dtype, int M,
+                         int N, int K, llmlab_threadpool *pool);
+
+    /* Default sampling of the engine's sequences (a request may override it). */
+    void (*engine_set_sampling)(llmlab_engine *e, float temperature, int top_k, float top_p,
+                                float min_p);
+} llmlab_host;
+
+/* ---- the four kinds' operation tables ----------------------------------------- */
+
+/* Every ops table starts with its size.  create() gets the validated params and
+ * returns the instance in *self; destroy(NULL) must be safe. */
+
+typedef struct {
+    uint32_t size;
+    llmlab_status (*create)(void **self, const llmlab_host *h, llmlab_engine *e,
+                            const llmlab_params *p, llmlab_err *err);
+    void (*destroy)(void *self);
+    /* A sequence's prompt is in the KV cache; per-sequence state starts here. */
+    llmlab_status (*seq_begin)(void *self, llmlab_seq *s, llmlab_err *err);
+    void (*seq_end)(void *self, llmlab_seq *s);
+    /* Adds the tokens to forward for s to the step.  The first is the last accepted
+     * token (not yet in the KV cache) at position seq_kv_len. */
+    llmlab_status (*propose)(void *self, llmlab_seq *s, llmlab_step *st, llmlab_err *err);
+    /* Reads the step's rows for s, accepts tokens and keeps the right KV slots. */
+    llmlab_status (*verify)(void *self, llmlab_seq *s, llmlab_step *st, llmlab_err *err);
+} llmlab_decoding_ops;
+
+typedef struct {
+    uint32_t size;
+    llmlab_status (*create)(void **self, const llmlab_host *h, llmlab_engine *e,
+                            const llmlab_params *p, llmlab_err *err);
+    void (*destroy)(void *self);
+    llmlab_status (*seq_begin)(void *self, llmlab_seq *s, llmlab_err *err);
+    void (*seq_end)(void *self, llmlab_seq *s);
+    /* Called after each step that committed tokens to s; may evict slots. */
+    llmlab_status (*after_step)(void *self, llmlab_seq *s, llmlab_err *err);
+} llmlab_attention_ops;
+
+/* A weight matrix handed to a quant plugin: [rows][cols] row-major in dtype. */
+typedef struct {
+    uint32_t size;
+    const char *name;        /* e.g. "model.layers.0.mlp.up_proj.weight" */
+    llmlab_dtype dtype;
+    const void *data;
+    int64_t rows, cols;
+} llmlab_weight;
+
+typedef struct {
+    uint32_t size;
+    llmlab_status (*create)(void **self, const llmlab_host *h, llmlab_engine *e,
+                            const llmlab_params *p, llmlab_err *err);
+    void (*destroy)(void *self);
+    /* Packs w into the plugin's format; *packed is freed by unpack.  *bits is the
+     * storage per weight, scales included. */
+    llmlab_status (*pack)(void *self, const llmlab_weight *w, void **packed, double *bits,
+                          llmlab_err *err);
+    void (*unpack)(void *self, void *packed);
+    /* y[M][rows] = x[M][cols] W^T with the packed W; must be batch invariant. */
+    void (*matmul)(void *self, const void *packed, float *y, const float *x, int M,
+                   llmlab_threadpool *pool);
+} llmlab_quant_ops;
+
+/* What a scheduler sees of one request. */
+typedef enum {
+    LLMLAB_REQ_WAITING = 0,  /* arrived, not admitted (or preempted) */
+    LLMLAB_REQ_RUNNING = 1,  /* admitted: has KV */
+    LLMLAB_REQ_FINISHED = 2,
+    LLMLAB_REQ_FUTURE = 3    /* not yet arrived */
+} llmlab_req_state;
+
+typedef struct {
+    int id;
+    llmlab_req_state state;
+    double arrival_s;
+    int prompt_len;
+    int computed;        /* tokens already in the KV cache */
+    int target;          /* tokens it needs in the cache before its next decode */
+    int generated;
+    int max_new;
+    int priority;
+} llmlab_sched_req;
+
+typedef struct {
+    uint32_t size;
+    double now_s;
+    int n_reqs;
+    const llmlab_sched_req *reqs;  /* [n_reqs], arrival order */
+    int kv_blocks_free, kv_blocks_total, kv_block_size;
+    int token_budget;              /* max tokens in one forward */
+    int max_seqs;
+} llmlab_sched_view;
+
+typedef struct {
+    uint32_t size;
+    int *run_tokens;   /* [n_reqs] tokens to run this iteration (0 = not scheduled);
+                          a running request in decode runs 1 (its decoding plugin may
+                          add drafts) */
+    uint8_t *preempt;  /* [n_reqs] 1 = free its KV and recompute later */
+} llmlab_sched_plan;
+
+typedef struct {
+    uint32_t size;
+    llmlab_status (*create)(void **self, const llmlab_host *h, llmlab_engine *e,
+                            const llmlab_params *p, llmlab_err *err);
+    void (*destroy)(void *self);
+    llmlab_status (*schedule)(void *self, const llmlab_sched_view *v, llmlab_sched_plan *plan,
+                              llmlab_err *err);
+} llmlab_sched_ops;
+
+/* ---- the descriptor ------------------------------------------------------------- */
+
+typedef struct {
+    uint32_t abi_major;      /* LLMLAB_ABI_MAJOR the plugin was built against */
+    uint32_t abi_minor;
+    uint32_t size;           /* sizeof(llmlab_plugin_desc) the plugin was built with */
+    llmlab_plugin_kind kind;
+    const char *name;        /* registry name: [a-z_][a-z0-9_]* */
+    const char *version;
+    const char *doc;         /* one line */
+    const llmlab_param_spec *params;
+    int n_params;
+    const void *ops;         /* the kind's ops table (first field: its size) */
+} llmlab_plugin_desc;
+
+/* The one exported function.  It must not call the host beyond reading `host`. */
+typedef const llmlab_plugin_desc *(*llmlab_plugin_entry_fn)(uint32_t host_abi_major,
+                                                            uint32_t host_abi_minor,
+                                                            const llmlab_host *host);
+
+/* Fills the version fields of a descriptor from the headers the plugin is built with. */
+#define LLMLAB_PLUGIN_DESC_INIT(kind_, name_, version_, doc_, params_, n_params_, ops_)         \
+    {LLMLAB_ABI_MAJOR, LLMLAB_ABI_MINOR, (uint32_t)sizeof(llmlab_plugin_desc), (kind_), (name_), \
+     (version_), (doc_), (params_), (n_params_), (ops_)}
+
+#ifdef __cplusplus
+}
+#endif
+#endif

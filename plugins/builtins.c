@@ -1,0 +1,10 @@
+/* builtins.c - the list of built-in plugins registered at start. */
+#include "builtins.h"
+
+const llmlab_plugin_entry_fn llmlab_builtin_plugins[] = {
+    llmlab_builtin_autoregressive,
+    llmlab_builtin_dense,
+    llmlab_builtin_quant_none,
+    llmlab_builtin_fcfs,
+    NULL,
+};
