@@ -360,3 +360,6 @@ const llmlab_params *llmlab_engine_params(const llmlab_engine *e, llmlab_plugin_
 
 const llmlab_model *llmlab_engine_model(const llmlab_engine *e) { return e->m; }
 double llmlab_engine_bits_per_weight(const llmlab_engine *e) { return e->bits_per_weight; }
+
+llmlab_sampling llmlab_engine_sampling(const llmlab_engine *e) { return e->samp; }
+int llmlab_engine_threads(const llmlab_engine *e) { return llmlab_threadpool_size(llmlab_ctx_pool(e->ctx)); }

@@ -83,5 +83,7 @@ const llmlab_plugin_desc *llmlab_engine_plugin(const llmlab_engine *e, llmlab_pl
 const llmlab_params *llmlab_engine_params(const llmlab_engine *e, llmlab_plugin_kind k);
 const llmlab_model *llmlab_engine_model(const llmlab_engine *e);
 double llmlab_engine_bits_per_weight(const llmlab_engine *e);
+llmlab_sampling llmlab_engine_sampling(const llmlab_engine *e); /* the decoding plugin's default */
+int llmlab_engine_threads(const llmlab_engine *e);
 
 #endif

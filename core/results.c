@@ -557,7 +557,7 @@ hid_t llmlab_res_open_checked(const char *path, unsigned flags, llmlab_err *err)
     hid_t file = fapl < 0 ? H5I_INVALID_HID : H5Fopen(path, flags, fapl);
     if (file < 0) {
         h5_fail(err, "cannot open as HDF5");
-        err && (err->code = LLMLAB_EFORMAT);
+        if (err) err->code = LLMLAB_EFORMAT;
         if (fapl >= 0) H5Pclose(fapl);
         return H5I_INVALID_HID;
     }
@@ -600,6 +600,22 @@ static hid_t str_type(void) {
     return t;
 }
 
+/* A link (H5P_LINK_CREATE) or attribute (H5P_ATTRIBUTE_CREATE) creation property
+ * list marking the new name as UTF-8; H5P_DEFAULT when that fails (names are then
+ * stored as the same bytes, just labelled ASCII).  Close with close_plist. */
+static hid_t utf8_names(hid_t cls) {
+    hid_t p = H5Pcreate(cls);
+    if (p >= 0 && H5Pset_char_encoding(p, H5T_CSET_UTF8) < 0) {
+        H5Pclose(p);
+        p = H5I_INVALID_HID;
+    }
+    return p >= 0 ? p : H5P_DEFAULT;
+}
+
+static void close_plist(hid_t p) {
+    if (p != H5P_DEFAULT) H5Pclose(p);
+}
+
 /* Writes a scalar attribute name on obj; what names it in the message. */
 static llmlab_status put_attr(hid_t obj, const char *name, llmlab_coltype type, int64_t i,
                               double d, const char *s, const char *what, llmlab_err *err) {
@@ -614,12 +630,13 @@ static llmlab_status put_attr(hid_t obj, const char *name, llmlab_coltype type, 
                       : type == LLMLAB_COL_DOUBLE ? (const void *)&d
                                                   : (const void *)&i;
     llmlab_status st = LLMLAB_OK;
-    hid_t a = H5I_INVALID_HID;
+    hid_t a = H5I_INVALID_HID, acpl = utf8_names(H5P_ATTRIBUTE_CREATE);
     /* The reason must be read before any cleanup call, which clears HDF5's stack. */
     if (space < 0 || ftype < 0 || mtype < 0 ||
-        (a = H5Acreate2(obj, name, ftype, space, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
+        (a = H5Acreate2(obj, name, ftype, space, acpl, H5P_DEFAULT)) < 0 ||
         H5Awrite(a, mtype, buf) < 0)
         st = h5_fail(err, what);
+    close_plist(acpl);
     if (a >= 0) H5Aclose(a);
     if (mtype >= 0) H5Tclose(mtype);
     if (ftype >= 0) H5Tclose(ftype);
@@ -633,11 +650,12 @@ static llmlab_status put_str_array(hid_t obj, const char *name, const char *cons
     hsize_t dim = n;
     hid_t space = H5Screate_simple(1, &dim, NULL);
     hid_t t = str_type();
-    hid_t a = H5I_INVALID_HID;
+    hid_t a = H5I_INVALID_HID, acpl = utf8_names(H5P_ATTRIBUTE_CREATE);
     llmlab_status st = LLMLAB_OK;
-    if (space < 0 || t < 0 || (a = H5Acreate2(obj, name, t, space, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
+    if (space < 0 || t < 0 || (a = H5Acreate2(obj, name, t, space, acpl, H5P_DEFAULT)) < 0 ||
         H5Awrite(a, t, v) < 0)
         st = h5_fail(err, what);
+    close_plist(acpl);
     if (a >= 0) H5Aclose(a);
     if (t >= 0) H5Tclose(t);
     if (space >= 0) H5Sclose(space);
@@ -659,14 +677,16 @@ static hid_t open_group_path(hid_t base, const char *key, size_t glen, llmlab_er
         memcpy(comp, p, n);
         comp[n] = '\0';
         htri_t has = H5Lexists(cur, comp, H5P_DEFAULT);
+        hid_t lcpl = utf8_names(H5P_LINK_CREATE);
         hid_t next = has > 0   ? H5Gopen2(cur, comp, H5P_DEFAULT)
-                     : has == 0 ? H5Gcreate2(cur, comp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)
+                     : has == 0 ? H5Gcreate2(cur, comp, lcpl, H5P_DEFAULT, H5P_DEFAULT)
                                 : H5I_INVALID_HID;
         if (next < 0) {
             char what[RES_KEY_MAX + 64];
             snprintf(what, sizeof what, "creating group '%.*s'", (int)glen, key);
             h5_fail(err, what);
         }
+        close_plist(lcpl);
         H5Gclose(cur);
         cur = next;
         at += n + 1;
@@ -782,11 +802,11 @@ static llmlab_status write_table(hid_t g, const llmlab_table *t, llmlab_err *err
     snprintf(what, sizeof what, "writing table '%s'", t->name);
     hsize_t n = t->cols[0].n, maxn = H5S_UNLIMITED;
     hid_t mtype = H5I_INVALID_HID, ftype = H5I_INVALID_HID, ds = H5I_INVALID_HID;
-    hid_t space = H5Screate_simple(1, &n, &maxn);
+    hid_t space = H5Screate_simple(1, &n, &maxn), lcpl = utf8_names(H5P_LINK_CREATE);
     hid_t dcpl = make_dcpl((size_t)n, 8 * t->ncols);
     llmlab_status st = LLMLAB_OK;
     if (space < 0 || dcpl < 0 || make_row_types(t, &mtype, &ftype) < 0 ||
-        (ds = H5Dcreate2(g, t->name, ftype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)) < 0)
+        (ds = H5Dcreate2(g, t->name, ftype, space, lcpl, dcpl, H5P_DEFAULT)) < 0)
         st = h5_fail(err, what);
     else
         st = write_rows(t, ds, space, mtype, what, err);
@@ -808,6 +828,7 @@ static llmlab_status write_table(hid_t g, const llmlab_table *t, llmlab_err *err
     if (ftype >= 0) H5Tclose(ftype);
     if (dcpl >= 0) H5Pclose(dcpl);
     if (space >= 0) H5Sclose(space);
+    close_plist(lcpl);
     return st;
 }
 
@@ -815,8 +836,10 @@ static llmlab_status write_table(hid_t g, const llmlab_table *t, llmlab_err *err
 static llmlab_status write_run(hid_t file, const llmlab_run *run, llmlab_err *err) {
     hid_t runs = H5Gopen2(file, "runs", H5P_DEFAULT);
     if (runs < 0) return h5_fail(err, "opening /runs");
-    hid_t g = H5Gcreate2(runs, run->name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t lcpl = utf8_names(H5P_LINK_CREATE);
+    hid_t g = H5Gcreate2(runs, run->name, lcpl, H5P_DEFAULT, H5P_DEFAULT);
     llmlab_status st = g < 0 ? h5_fail(err, "creating the run group") : LLMLAB_OK;
+    close_plist(lcpl);
     if (!st) st = write_attrs(g, run, err);
     for (size_t k = 0; !st && k < run->ntables; k++) st = write_table(g, run->tables[k], err);
     if (!st) st = put_attr(g, "complete", LLMLAB_COL_INT, 1, 0, NULL, "writing 'complete'", err);

@@ -339,8 +339,8 @@ static llmlab_status read_column(const reader *r, const char *table, const char 
         if (want == H5T_STRING) H5Tset_size(str, H5T_VARIABLE);
         size_t esz = want == H5T_STRING ? sizeof(char *) : 8;
         mtype = field_type(column, base, esz);
-        *out = calloc(np ? (size_t)np : 1, esz);
-        if (!*out) st = llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+        *out = np ? calloc((size_t)np, esz) : NULL;
+        if (np && !*out) st = llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
         else if (np && (mtype < 0 || H5Dread(ds, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out) < 0))
             st = h5_err(err, LLMLAB_EFORMAT, "reading the column");
         if (st) {

@@ -126,6 +126,15 @@ static int apply_valued(synth_args *a, const char *name, const char *v) {
     return -1;
 }
 
+static int is_valued(const char *name) {
+    static const char *const known[] = {"--preset", "--arch", "--vocab", "--dim", "--layers", "--heads",
+                                        "--kv-heads", "--ffn", "--head-dim", "--max-pos", "--rope-theta",
+                                        "--eps", "--sliding-window", "--dtype", "--seed", "--shards"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (!strcmp(name, known[i])) return 1;
+    return 0;
+}
+
 static const char *find_preset(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strncmp(argv[i], "--preset=", 9)) return argv[i] + 9;
@@ -152,6 +161,12 @@ static int parse_args(synth_args *a, int argc, char **argv) {
             const char *eq = strchr(arg, '=');
             size_t nl = eq ? (size_t)(eq - arg) : strlen(arg);
             snprintf(name, sizeof name, "%.*s", (int)(nl < 63 ? nl : 63), arg);
+            if (!is_valued(name)) {
+                int flag = !strcmp(name, "--tie") || !strcmp(name, "--qkv-bias");
+                fprintf(stderr, "llmlab synth: %s '%s' (see --help)\n",
+                        flag ? "no value allowed for" : "unknown option", name);
+                return 2;
+            }
             const char *v = opt_value(argc, argv, &i, eq);
             if (!v) return 2;
             if (!strcmp(name, "--preset")) continue;

@@ -13,6 +13,8 @@ typedef struct {
 } command;
 
 static const command commands[] = {
+    {"run", llmlab_cmd_run, "run an experiment script (Lua)"},
+    {"plugins", llmlab_cmd_plugins, "list registered plugins with their parameters"},
     {"generate", llmlab_cmd_generate, "generate text or token ids from a model directory"},
     {"synth", llmlab_cmd_synth, "write a seeded random-weight model in Hugging Face layout"},
     {"bench", llmlab_cmd_bench, "measure prefill/decode speed against memory bandwidth"},

@@ -1,0 +1,367 @@
+/* lua_engine.c - llmlab.engine, e:generate, e:run, and llmlab.results(path):write. */
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "generate.h"
+#include "lua_internal.h"
+#include "results.h"
+#include "run_record.h"
+#include "tokenizer.h"
+
+typedef struct {
+    llmlab_engine *e;
+    uint64_t seed;
+} lua_engine;
+
+typedef struct {
+    llmlab_run_result *r;
+    char start[32], end[32];
+} lua_result;
+
+/* ---- plugin choice tables: {"name", key = value, ...} ------------------------------- */
+
+typedef struct {
+    llmlab_param_value v[64];
+    int n;
+} choice_values;
+
+/* Reads field `kind` of the options table into a plugin choice; values point into
+ * Lua strings kept alive by the options table. */
+static void read_choice(lua_State *L, int opts, const char *kind, llmlab_plugin_choice *c, choice_values *cv) {
+    memset(c, 0, sizeof *c);
+    cv->n = 0;
+    int ty = lua_getfield(L, opts, kind);
+    if (ty == LUA_TNIL) {
+        lua_pop(L, 1);
+        return;
+    }
+    if (ty == LUA_TSTRING) {
+        c->name = lua_tostring(L, -1);
+        lua_pop(L, 1);
+        return;
+    }
+    if (ty != LUA_TTABLE) luaL_error(L, "llmlab.engine: '%s' must be a table like {\"name\", param = value}", kind);
+    int t = lua_gettop(L);
+    if (lua_geti(L, t, 1) != LUA_TSTRING) luaL_error(L, "llmlab.engine: %s[1] must be the plugin name", kind);
+    c->name = lua_tostring(L, -1);
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            if (cv->n == 64) luaL_error(L, "llmlab.engine: too many %s parameters", kind);
+            llmlab_param_value *v = &cv->v[cv->n++];
+            memset(v, 0, sizeof *v);
+            v->key = lua_tostring(L, -2);
+            switch (lua_type(L, -1)) {
+            case LUA_TBOOLEAN: v->kind = LLMLAB_VAL_BOOL; v->b = lua_toboolean(L, -1); break;
+            case LUA_TNUMBER:
+                if (lua_isinteger(L, -1)) {
+                    v->kind = LLMLAB_VAL_INT;
+                    v->i = lua_tointeger(L, -1);
+                    v->f = (double)v->i;
+                } else {
+                    v->kind = LLMLAB_VAL_FLOAT;
+                    v->f = lua_tonumber(L, -1);
+                }
+                break;
+            case LUA_TSTRING: v->kind = LLMLAB_VAL_STRING; v->s = lua_tostring(L, -1); break;
+            default: luaL_error(L, "llmlab.engine: %s parameter '%s' must be a number, string or boolean", kind, v->key);
+            }
+        } else if (!(lua_type(L, -2) == LUA_TNUMBER && lua_tointeger(L, -2) == 1)) {
+            luaL_error(L, "llmlab.engine: %s: parameters are written key = value", kind);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+static int engine_gc(lua_State *L) {
+    lua_engine *u = luaL_checkudata(L, 1, "llmlab.engine");
+    llmlab_engine_free(u->e);
+    u->e = NULL;
+    return 0;
+}
+
+int llmlab_lua_engine_new(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    static const char *const keys[] = {"model", "decoding", "attention", "quant", "sched", "seed",
+                                       "kv_tokens", "kv_block_size", "max_seqs", "token_budget", NULL};
+    llmlab_lua_check_keys(L, 1, "llmlab.engine", keys);
+    lua_getfield(L, 1, "model");
+    llmlab_lua_model *m = luaL_testudata(L, -1, "llmlab.model");
+    if (!m || !m->m) return luaL_error(L, "llmlab.engine: 'model' must be a model from llmlab.model{...}");
+    int model_idx = lua_gettop(L);
+    llmlab_lua_opts *ctx = llmlab_lua_ctx(L);
+    choice_values cv[4]; /* values point into Lua strings held by the options table */
+    llmlab_engine_opts o = {.registry = ctx->registry};
+    read_choice(L, 1, "decoding", &o.decoding, &cv[0]);
+    read_choice(L, 1, "attention", &o.attention, &cv[1]);
+    read_choice(L, 1, "quant", &o.quant, &cv[2]);
+    read_choice(L, 1, "sched", &o.sched, &cv[3]);
+    o.decoding.values = cv[0].v, o.decoding.n_values = cv[0].n;
+    o.attention.values = cv[1].v, o.attention.n_values = cv[1].n;
+    o.quant.values = cv[2].v, o.quant.n_values = cv[2].n;
+    o.sched.values = cv[3].v, o.sched.n_values = cv[3].n;
+    o.seed = (uint64_t)llmlab_lua_opt_int(L, 1, "seed", 0);
+    o.n_threads = m->threads;
+    o.kv_tokens = llmlab_lua_opt_int(L, 1, "kv_tokens", 0);
+    o.kv_block_size = llmlab_lua_opt_int(L, 1, "kv_block_size", ctx->settings->kv_block_size);
+    o.max_seqs = llmlab_lua_opt_int(L, 1, "max_seqs", 0);
+    o.token_budget = llmlab_lua_opt_int(L, 1, "token_budget", 0);
+    lua_engine *u = lua_newuserdatauv(L, sizeof *u, 1);
+    u->e = NULL;
+    u->seed = o.seed;
+    luaL_setmetatable(L, "llmlab.engine");
+    lua_pushvalue(L, model_idx); /* the engine keeps its model alive */
+    lua_setiuservalue(L, -2, 1);
+    llmlab_err err = {0};
+    if (llmlab_engine_create(&u->e, m->m, &o, &err)) return llmlab_lua_fail(L, &err);
+    return 1;
+}
+
+/* Reads a prompt (string -> byte tokens, or a table of ids) into a malloc'd array. */
+static int32_t *read_prompt(lua_State *L, int idx, int *n) {
+    if (lua_type(L, idx) == LUA_TSTRING) {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        int32_t *ids = malloc((len + 1) * sizeof *ids);
+        if (!ids) luaL_error(L, "out of memory");
+        *n = 0;
+        for (size_t i = 0; i < len; i++) ids[(*n)++] = (unsigned char)s[i];
+        return ids;
+    }
+    if (lua_type(L, idx) != LUA_TTABLE) luaL_error(L, "prompt must be a string or a table of token ids");
+    lua_Integer len = luaL_len(L, idx);
+    int32_t *ids = malloc((size_t)(len + 1) * sizeof *ids);
+    if (!ids) luaL_error(L, "out of memory");
+    for (lua_Integer i = 1; i <= len; i++) {
+        lua_geti(L, idx, i);
+        int ok;
+        lua_Integer v = lua_tointegerx(L, -1, &ok);
+        lua_pop(L, 1);
+        if (!ok || v < 0 || v > INT32_MAX) {
+            free(ids);
+            luaL_error(L, "prompt token %d is not a non-negative integer", (int)i);
+        }
+        ids[i - 1] = (int32_t)v;
+    }
+    *n = (int)len;
+    return ids;
+}
+
+static void push_tokens(lua_State *L, const int32_t *t, int n) {
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_pushinteger(L, t[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+}
+
+static void push_text(lua_State *L, const int32_t *t, int n) {
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    char piece[32];
+    for (int i = 0; i < n; i++) luaL_addlstring(&b, piece, llmlab_bytes_decode_one(t[i], piece, sizeof piece));
+    luaL_pushresult(&b);
+}
+
+static void setnum(lua_State *L, const char *k, double v) {
+    lua_pushnumber(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void setint(lua_State *L, const char *k, long long v) {
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static int engine_generate(lua_State *L) {
+    lua_engine *u = luaL_checkudata(L, 1, "llmlab.engine");
+    int n = 0;
+    int has_opts = lua_type(L, 3) == LUA_TTABLE;
+    if (has_opts) {
+        static const char *const keys[] = {"max_new", "temperature", "top_k", "top_p", "min_p", "stop_at_eos", NULL};
+        llmlab_lua_check_keys(L, 3, "generate", keys);
+    }
+    llmlab_sampling samp = llmlab_engine_sampling(u->e);
+    int max_new = 32, stop = 1;
+    if (has_opts) {
+        max_new = llmlab_lua_opt_int(L, 3, "max_new", 32);
+        samp.temperature = (float)llmlab_lua_opt_num(L, 3, "temperature", samp.temperature);
+        samp.top_k = llmlab_lua_opt_int(L, 3, "top_k", samp.top_k);
+        samp.top_p = (float)llmlab_lua_opt_num(L, 3, "top_p", samp.top_p);
+        samp.min_p = (float)llmlab_lua_opt_num(L, 3, "min_p", samp.min_p);
+        stop = llmlab_lua_opt_bool(L, 3, "stop_at_eos", 1);
+    }
+    if (max_new < 0) return luaL_error(L, "generate: max_new must be >= 0");
+    const char *bad = llmlab_sampling_check(&samp);
+    if (bad) return luaL_error(L, "generate: %s", bad);
+    int32_t *prompt = read_prompt(L, 2, &n);
+    if (n == 0) {
+        free(prompt);
+        return luaL_error(L, "generate: the prompt is empty");
+    }
+    llmlab_request req = {.id = 0, .prompt = prompt, .prompt_len = n, .max_new = max_new, .sampling = &samp,
+                          .stop_at_eos = stop};
+    llmlab_run_result *r = NULL;
+    llmlab_err err = {0};
+    llmlab_status st = llmlab_engine_run(u->e, &req, 1, &r, &err);
+    free(prompt);
+    if (st) return llmlab_lua_fail(L, &err);
+    lua_newtable(L);
+    push_tokens(L, r->output[0], r->output_len[0]);
+    lua_setfield(L, -2, "tokens");
+    push_text(L, r->output[0], r->output_len[0]);
+    lua_setfield(L, -2, "text");
+    lua_newtable(L);
+    setint(L, "prompt_tokens", r->prompt_len[0]);
+    setint(L, "new_tokens", r->output_len[0]);
+    setnum(L, "ttft_s", r->first_token_s[0]);
+    setnum(L, "wall_s", r->wall_s);
+    setnum(L, "decode_tok_per_s", r->output_len[0] > 1 && r->finish_s[0] > r->first_token_s[0]
+                                      ? (r->output_len[0] - 1) / (r->finish_s[0] - r->first_token_s[0]) : 0.0);
+    setnum(L, "mean_accepted", r->mean_accepted);
+    lua_setfield(L, -2, "metrics");
+    llmlab_run_result_free(r);
+    return 1;
+}
+
+static int result_gc(lua_State *L) {
+    lua_result *u = luaL_checkudata(L, 1, "llmlab.result");
+    llmlab_run_result_free(u->r);
+    u->r = NULL;
+    return 0;
+}
+
+/* e:run(workload) -> {summary=..., requests=..., steps=..., _run=<userdata>} */
+static int engine_run(lua_State *L) {
+    lua_engine *u = luaL_checkudata(L, 1, "llmlab.engine");
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (lua_getfield(L, 2, "requests") != LUA_TTABLE)
+        return luaL_error(L, "run: expected a workload from llmlab.workload{...}");
+    int rq = lua_gettop(L);
+    int n = (int)luaL_len(L, rq);
+    llmlab_request *reqs = calloc((size_t)(n ? n : 1), sizeof *reqs);
+    int32_t **prompts = calloc((size_t)(n ? n : 1), sizeof *prompts);
+    if (!reqs || !prompts) return luaL_error(L, "out of memory");
+    for (int i = 0; i < n; i++) {
+        lua_geti(L, rq, i + 1);
+        lua_getfield(L, -1, "prompt");
+        prompts[i] = read_prompt(L, lua_gettop(L), &reqs[i].prompt_len);
+        lua_pop(L, 1);
+        reqs[i].id = i;
+        reqs[i].prompt = prompts[i];
+        reqs[i].max_new = llmlab_lua_opt_int(L, lua_gettop(L), "max_new", 32);
+        reqs[i].arrival_s = llmlab_lua_opt_num(L, lua_gettop(L), "arrival_s", 0.0);
+        reqs[i].stop_at_eos = 0;
+        lua_pop(L, 1);
+    }
+    lua_result *res = lua_newuserdatauv(L, sizeof *res, 1);
+    res->r = NULL;
+    luaL_setmetatable(L, "llmlab.result");
+    lua_pushvalue(L, 1); /* the result keeps its engine alive for results:write */
+    lua_setiuservalue(L, -2, 1);
+    int res_idx = lua_gettop(L);
+    llmlab_results_utc_now(res->start);
+    llmlab_err err = {0};
+    llmlab_status st = llmlab_engine_run(u->e, reqs, n, &res->r, &err);
+    llmlab_results_utc_now(res->end);
+    for (int i = 0; i < n; i++) free(prompts[i]);
+    free(prompts);
+    free(reqs);
+    if (st) return llmlab_lua_fail(L, &err);
+    llmlab_run_result *r = res->r;
+    lua_newtable(L);
+    lua_newtable(L);
+    setint(L, "requests", r->n_reqs);
+    setint(L, "prompt_tokens", r->prompt_tokens);
+    setint(L, "output_tokens", r->output_tokens);
+    setint(L, "target_forwards", r->target_forwards);
+    setint(L, "steps", r->n_steps);
+    setnum(L, "wall_s", r->wall_s);
+    setnum(L, "output_tok_per_s", r->output_tok_per_s);
+    setnum(L, "mean_accepted", r->mean_accepted);
+    lua_setfield(L, -2, "summary");
+    lua_createtable(L, r->n_reqs, 0);
+    for (int i = 0; i < r->n_reqs; i++) {
+        lua_newtable(L);
+        setint(L, "id", r->req_id[i]);
+        setint(L, "prompt_len", r->prompt_len[i]);
+        setint(L, "output_len", r->output_len[i]);
+        setnum(L, "ttft_s", r->first_token_s[i] - r->arrival_s[i]);
+        setnum(L, "latency_s", r->finish_s[i] - r->arrival_s[i]);
+        push_tokens(L, r->output[i], r->output_len[i]);
+        lua_setfield(L, -2, "tokens");
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "requests");
+    lua_pushvalue(L, res_idx);
+    lua_setfield(L, -2, "_run");
+    return 1;
+}
+
+void llmlab_lua_open_engine(lua_State *L) {
+    static const luaL_Reg methods[] = {{"generate", engine_generate}, {"run", engine_run}, {NULL, NULL}};
+    luaL_newmetatable(L, "llmlab.engine");
+    lua_pushcfunction(L, engine_gc);
+    lua_setfield(L, -2, "__gc");
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, "llmlab.result");
+    lua_pushcfunction(L, result_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+}
+
+/* ---- llmlab.results(path) ------------------------------------------------------------ */
+
+static int results_write(lua_State *L) {
+    const char *path = luaL_checkstring(L, lua_upvalueindex(1));
+    const char *name = luaL_checkstring(L, 2);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    lua_getfield(L, 3, "_run");
+    lua_result *res = luaL_testudata(L, -1, "llmlab.result");
+    if (!res || !res->r) return luaL_error(L, "results:write: expected the result of e:run(...)");
+    lua_getiuservalue(L, -1, 1);
+    lua_engine *eu = luaL_checkudata(L, -1, "llmlab.engine");
+    llmlab_lua_opts *ctx = llmlab_lua_ctx(L);
+    char *script = NULL;
+    FILE *f = fopen(ctx->script_path, "rb");
+    if (f) {
+        fseek(f, 0, SEEK_END);
+        long len = ftell(f);
+        fseek(f, 0, SEEK_SET);
+        script = len >= 0 ? calloc((size_t)len + 1, 1) : NULL;
+        if (script && fread(script, 1, (size_t)len, f) != (size_t)len) script[0] = 0;
+        fclose(f);
+    }
+    llmlab_err err = {0};
+    llmlab_run *run = llmlab_run_create(name, &err);
+    llmlab_status st = run ? LLMLAB_OK : err.code;
+    llmlab_record_info info = {ctx->script_path, script, "cpu", ctx->settings->device,
+                               llmlab_engine_threads(eu->e), eu->seed, res->start, res->end};
+    if (!st) st = llmlab_record_run(run, eu->e, res->r, &info, &err);
+    if (!st) st = llmlab_results_write(path, run, &err);
+    llmlab_run_free(run);
+    free(script);
+    if (st) return llmlab_lua_fail(L, &err);
+    lua_pushstring(L, path);
+    return 1;
+}
+
+int llmlab_lua_results_new(lua_State *L) {
+    luaL_checkstring(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, 1);
+    lua_pushcclosure(L, results_write, 1);
+    lua_setfield(L, -2, "write");
+    lua_pushvalue(L, 1);
+    lua_setfield(L, -2, "path");
+    return 1;
+}
+
+void llmlab_lua_open_results(lua_State *L) { (void)L; }

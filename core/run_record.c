@@ -1,0 +1,133 @@
+/* run_record.c - what a run writes into its HDF5 group (docs/results-format.md). */
+#include "run_record.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "error.h"
+
+static llmlab_status record_plugins(llmlab_run *run, const llmlab_engine *e, llmlab_err *err) {
+    static const llmlab_plugin_kind kinds[] = {LLMLAB_PLUGIN_DECODING, LLMLAB_PLUGIN_ATTENTION,
+                                               LLMLAB_PLUGIN_QUANT, LLMLAB_PLUGIN_SCHED};
+    llmlab_status st = LLMLAB_OK;
+    for (size_t k = 0; k < 4 && !st; k++) {
+        const llmlab_plugin_desc *d = llmlab_engine_plugin(e, kinds[k]);
+        const llmlab_params *p = llmlab_engine_params(e, kinds[k]);
+        char key[320];
+        const char *kind = llmlab_plugin_kind_name(kinds[k]);
+        snprintf(key, sizeof key, "settings/%s/plugin", kind);
+        st = llmlab_run_attr_str(run, key, d->name, err);
+        snprintf(key, sizeof key, "settings/%s/plugin_version", kind);
+        if (!st) st = llmlab_run_attr_str(run, key, d->version ? d->version : "", err);
+        for (int i = 0; i < d->n_params && !st; i++) {
+            const llmlab_param_slot *v = &p->v[i];
+            snprintf(key, sizeof key, "settings/%s/%s", kind, d->params[i].name);
+            switch (d->params[i].type) {
+            case LLMLAB_PARAM_INT: st = llmlab_run_attr_int(run, key, v->i, err); break;
+            case LLMLAB_PARAM_FLOAT: st = llmlab_run_attr_double(run, key, v->f, err); break;
+            case LLMLAB_PARAM_BOOL: st = llmlab_run_attr_int(run, key, v->b, err); break;
+            default: st = llmlab_run_attr_str(run, key, v->s, err); break;
+            }
+        }
+    }
+    return st;
+}
+
+static llmlab_status record_model(llmlab_run *run, const llmlab_engine *e, llmlab_err *err) {
+    const llmlab_model *m = llmlab_engine_model(e);
+    char *cfg = llmlab_config_to_json(&m->cfg);
+    llmlab_status st = llmlab_run_attr_str(run, "model/path", m->path, err);
+    if (!st) st = llmlab_run_attr_str(run, "model/hash", m->hash, err);
+    if (!st) st = llmlab_run_attr_str(run, "model/config", cfg ? cfg : "", err);
+    if (!st) st = llmlab_run_attr_str(run, "model/architecture", m->cfg.arch_name, err);
+    if (!st) st = llmlab_run_attr_double(run, "model/bits_per_weight", llmlab_engine_bits_per_weight(e), err);
+    free(cfg);
+    return st;
+}
+
+static llmlab_status record_info(llmlab_run *run, const llmlab_record_info *in, llmlab_err *err) {
+    char host[256] = "unknown";
+    gethostname(host, sizeof host - 1);
+    llmlab_status st = llmlab_run_attr_str(run, "backend", in->backend ? in->backend : "cpu", err);
+    if (!st) st = llmlab_run_attr_int(run, "device", in->device, err);
+    if (!st) st = llmlab_run_attr_int(run, "threads", in->threads, err);
+    if (!st) st = llmlab_run_attr_int(run, "seed", (int64_t)in->seed, err);
+    if (!st) st = llmlab_run_attr_str(run, "host", host, err);
+    if (!st) st = llmlab_run_attr_str(run, "llmlab_version", LLMLAB_VERSION_STRING, err);
+    if (!st) st = llmlab_run_attr_str(run, "git_commit", LLMLAB_GIT_COMMIT, err);
+    if (!st) st = llmlab_run_attr_str(run, "script_path", in->script_path ? in->script_path : "", err);
+    if (!st) st = llmlab_run_attr_str(run, "script", in->script_text ? in->script_text : "", err);
+    if (!st) st = llmlab_run_attr_str(run, "start_time", in->start_time ? in->start_time : "", err);
+    if (!st) st = llmlab_run_attr_str(run, "end_time", in->end_time ? in->end_time : "", err);
+    return st;
+}
+
+static llmlab_status ints(llmlab_table *t, const char *name, const int *v, size_t n, const char *unit, llmlab_err *err) {
+    llmlab_status st = llmlab_table_column(t, name, LLMLAB_COL_INT, unit, err);
+    for (size_t i = 0; i < n && !st; i++) st = llmlab_table_append_int(t, name, v[i], err);
+    return st;
+}
+
+static llmlab_status doubles(llmlab_table *t, const char *name, const double *v, size_t n, const char *unit,
+                             llmlab_err *err) {
+    llmlab_status st = llmlab_table_column(t, name, LLMLAB_COL_DOUBLE, unit, err);
+    if (!st && n) st = llmlab_table_append_doubles(t, name, v, n, err);
+    return st;
+}
+
+static llmlab_status record_tables(llmlab_run *run, const llmlab_run_result *r, llmlab_err *err) {
+    size_t n = (size_t)r->n_reqs;
+    llmlab_table *t = llmlab_run_table(run, "requests", err);
+    if (!t) return err ? err->code : LLMLAB_EINVAL;
+    llmlab_status st = ints(t, "id", r->req_id, n, "", err);
+    if (!st) st = ints(t, "prompt_len", r->prompt_len, n, "tokens", err);
+    if (!st) st = ints(t, "output_len", r->output_len, n, "tokens", err);
+    if (!st) st = ints(t, "target_forwards", r->forwards, n, "forwards", err);
+    if (!st) st = doubles(t, "arrival_s", r->arrival_s, n, "s", err);
+    if (!st) st = doubles(t, "admit_s", r->admit_s, n, "s", err);
+    if (!st) st = doubles(t, "first_token_s", r->first_token_s, n, "s", err);
+    if (!st) st = doubles(t, "finish_s", r->finish_s, n, "s", err);
+    if (st) return st;
+    size_t s = (size_t)r->n_steps;
+    if (!(t = llmlab_run_table(run, "steps", err))) return err ? err->code : LLMLAB_EINVAL;
+    st = doubles(t, "start_s", r->step_start_s, s, "s", err);
+    if (!st) st = doubles(t, "duration_s", r->step_dt_s, s, "s", err);
+    if (!st) st = ints(t, "tokens", r->step_tokens, s, "tokens", err);
+    if (!st) st = ints(t, "seqs", r->step_seqs, s, "sequences", err);
+    if (!st) st = ints(t, "kv_blocks_used", r->step_kv_blocks, s, "blocks", err);
+    if (!st) st = doubles(t, "kv_bytes", r->step_kv_bytes, s, "bytes", err);
+    if (st) return st;
+    size_t k = (size_t)r->n_tok;
+    if (!(t = llmlab_run_table(run, "tokens", err))) return err ? err->code : LLMLAB_EINVAL;
+    st = ints(t, "request", r->tok_req, k, "", err);
+    if (!st) st = ints(t, "index", r->tok_index, k, "", err);
+    if (!st) st = llmlab_table_column(t, "token", LLMLAB_COL_INT, "", err);
+    for (size_t i = 0; i < k && !st; i++) st = llmlab_table_append_int(t, "token", r->tok_id[i], err);
+    if (!st) st = doubles(t, "time_s", r->tok_time_s, k, "s", err);
+    if (st) return st;
+    if (!(t = llmlab_run_table(run, "summary", err))) return err ? err->code : LLMLAB_EINVAL;
+    int64_t row_i[] = {r->n_reqs, r->prompt_tokens, r->output_tokens, r->target_forwards, r->n_steps};
+    const char *names_i[] = {"requests", "prompt_tokens", "output_tokens", "target_forwards", "steps"};
+    for (int i = 0; i < 5 && !st; i++) {
+        st = llmlab_table_column(t, names_i[i], LLMLAB_COL_INT, "", err);
+        if (!st) st = llmlab_table_append_int(t, names_i[i], row_i[i], err);
+    }
+    double row_d[] = {r->wall_s, r->output_tok_per_s, r->mean_accepted};
+    const char *names_d[] = {"wall_s", "output_tok_per_s", "mean_accepted"};
+    for (int i = 0; i < 3 && !st; i++) {
+        st = llmlab_table_column(t, names_d[i], LLMLAB_COL_DOUBLE, "", err);
+        if (!st) st = llmlab_table_append_double(t, names_d[i], row_d[i], err);
+    }
+    return st;
+}
+
+llmlab_status llmlab_record_run(llmlab_run *run, const llmlab_engine *e, const llmlab_run_result *res,
+                                const llmlab_record_info *info, llmlab_err *err) {
+    llmlab_status st = record_info(run, info, err);
+    if (!st) st = record_model(run, e, err);
+    if (!st) st = record_plugins(run, e, err);
+    if (!st) st = record_tables(run, res, err);
+    return st;
+}
