@@ -519,12 +519,13 @@ static llmlab_status h5_fail(llmlab_err *err, const char *what) {
     return llmlab_err_set(err, LLMLAB_EIO, "%s: %s", what, why);
 }
 
-/* A file-access property list: HDF5 1.8-compatible format, strong close, and no
- * failure on file systems without file locking (we lock the directory ourselves). */
-static hid_t make_fapl(void) {
+/* A file-access property list: strong close, no failure on file systems without
+ * file locking (we lock the directory ourselves) and, for writing, objects in the
+ * HDF5 1.8 format (readable by every HDF5 since 2008; reading accepts any). */
+static hid_t make_fapl(int for_write) {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl < 0) return fapl;
-    if (H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18) < 0 ||
+    if ((for_write && H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18) < 0) ||
         H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
         H5Pclose(fapl);
         return H5I_INVALID_HID;
@@ -553,7 +554,7 @@ hid_t llmlab_res_open_checked(const char *path, unsigned flags, llmlab_err *err)
         llmlab_err_set(err, LLMLAB_EFORMAT, "not an HDF5 file");
         return H5I_INVALID_HID;
     }
-    hid_t fapl = make_fapl();
+    hid_t fapl = make_fapl(flags != H5F_ACC_RDONLY);
     hid_t file = fapl < 0 ? H5I_INVALID_HID : H5Fopen(path, flags, fapl);
     if (file < 0) {
         h5_fail(err, "cannot open as HDF5");
@@ -567,11 +568,13 @@ hid_t llmlab_res_open_checked(const char *path, unsigned flags, llmlab_err *err)
     hid_t a = H5Aexists(file, "llmlab_schema_version") > 0
                   ? H5Aopen(file, "llmlab_schema_version", H5P_DEFAULT)
                   : H5I_INVALID_HID;
+    hid_t t = a < 0 ? H5I_INVALID_HID : H5Aget_type(a);
     if (a < 0)
         st = llmlab_err_set(err, LLMLAB_EFORMAT,
                             "an HDF5 file but not an llmlab results file (no root attribute "
                             "llmlab_schema_version)");
-    else if (H5Aread(a, H5T_NATIVE_INT64, &version) < 0)
+    else if (t < 0 || H5Tget_class(t) != H5T_INTEGER ||
+             H5Aread(a, H5T_NATIVE_INT64, &version) < 0)
         st = llmlab_err_set(err, LLMLAB_EFORMAT, "root attribute llmlab_schema_version is not an "
                                                  "integer");
     else if (version != LLMLAB_RESULTS_SCHEMA_VERSION)
@@ -580,6 +583,7 @@ hid_t llmlab_res_open_checked(const char *path, unsigned flags, llmlab_err *err)
                             (long long)version, LLMLAB_RESULTS_SCHEMA_VERSION);
     else if (H5Lexists(file, "runs", H5P_DEFAULT) <= 0)
         st = llmlab_err_set(err, LLMLAB_EFORMAT, "not an llmlab results file (no /runs group)");
+    if (t >= 0) H5Tclose(t);
     if (a >= 0) H5Aclose(a);
     if (st) {
         H5Eclear2(H5E_DEFAULT);
@@ -1002,7 +1006,7 @@ static llmlab_status open_target(writer *w, const char *name, llmlab_err *err) {
         return llmlab_err_set(err, LLMLAB_EIO, "cannot stat: %s", strerror(errno));
     llmlab_status st = exists ? check_existing(w->path, name, err) : LLMLAB_OK;
     if (st) return st;
-    hid_t fapl = make_fapl();
+    hid_t fapl = make_fapl(1);
     if (fapl < 0) return h5_fail(err, "file access properties");
     w->tmp_made = 1;
     if (!exists) {

@@ -4,31 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/generate.h"
 #include "util/fixture_model.h"
-
-/* Runs a shell command, capturing stdout and stderr (each up to cap); returns the exit status. */
-static int run(const char *cmd, char *out, size_t cap, char *errout, size_t ecap) {
-    char full[4096], errfile[] = "/tmp/llmlab-cli-err-XXXXXX";
-    int fd = mkstemp(errfile);
-    cr_assert(fd >= 0);
-    close(fd);
-    snprintf(full, sizeof full, "%s 2>%s", cmd, errfile);
-    FILE *p = popen(full, "r");
-    cr_assert_not_null(p);
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int status = pclose(p);
-    FILE *e = fopen(errfile, "r");
-    n = e ? fread(errout, 1, ecap - 1, e) : 0;
-    errout[n] = 0;
-    if (e) fclose(e);
-    unlink(errfile);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+#include "util/proc.h"
 
 static char g_dir[256];
 
@@ -37,7 +17,7 @@ static void make_model(void) {
     cr_assert_not_null(mkdtemp(g_dir));
     char cmd[512], out[4096], err[4096];
     snprintf(cmd, sizeof cmd, "%s synth %s/m --preset tiny --seed 5", LLMLAB_BIN, g_dir);
-    cr_assert_eq(run(cmd, out, sizeof out, err, sizeof err), 0, "synth failed: %s", err);
+    cr_assert_eq(proc_run(cmd, out, sizeof out, err, sizeof err), 0, "synth failed: %s", err);
 }
 
 static void drop_model(void) { fixture_rmtree(g_dir); }
@@ -48,7 +28,7 @@ Test(cli, generate_ids_equal_the_library_greedy_output) {
     char cmd[512], out[8192], err[4096];
     snprintf(cmd, sizeof cmd, "%s generate -m %s/m --tokens 5,17,300,42 -n 12 --ids --no-eos --threads 2",
              LLMLAB_BIN, g_dir);
-    cr_assert_eq(run(cmd, out, sizeof out, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(proc_run(cmd, out, sizeof out, err, sizeof err), 0, "%s", err);
     cr_assert(strstr(err, "decode:"), "speeds go to stderr: %s", err);
 
     char mdir[300];
@@ -75,30 +55,30 @@ Test(cli, seeded_sampling_is_reproducible_and_text_prompts_work) {
     char cmd[512], a[8192], b[8192], c[8192], err[4096];
     snprintf(cmd, sizeof cmd, "%s generate -m %s/m -p 'Hello world' -n 16 --temp 1.0 --top-k 40 --seed 9 --ids --no-eos",
              LLMLAB_BIN, g_dir);
-    cr_assert_eq(run(cmd, a, sizeof a, err, sizeof err), 0, "%s", err);
-    cr_assert_eq(run(cmd, b, sizeof b, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(proc_run(cmd, a, sizeof a, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(proc_run(cmd, b, sizeof b, err, sizeof err), 0, "%s", err);
     cr_assert_str_eq(a, b, "same seed, same tokens");
     snprintf(cmd, sizeof cmd, "%s generate -m %s/m -p 'Hello world' -n 16 --temp 1.0 --top-k 40 --seed 10 --ids --no-eos",
              LLMLAB_BIN, g_dir);
-    cr_assert_eq(run(cmd, c, sizeof c, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(proc_run(cmd, c, sizeof c, err, sizeof err), 0, "%s", err);
     cr_assert_str_neq(a, c, "a different seed should change 16 sampled tokens");
 }
 
 Test(cli, errors_name_the_problem_and_exit_nonzero) {
     char cmd[512], out[4096], err[4096];
     snprintf(cmd, sizeof cmd, "%s generate -m /nonexistent/model -p hi", LLMLAB_BIN);
-    cr_assert_eq(run(cmd, out, sizeof out, err, sizeof err), 1);
+    cr_assert_eq(proc_run(cmd, out, sizeof out, err, sizeof err), 1);
     cr_assert(strstr(err, "/nonexistent/model"), "message names the path: %s", err);
     snprintf(cmd, sizeof cmd, "%s generate -m %s/m -p hi --temp -1", LLMLAB_BIN, g_dir);
-    cr_assert_eq(run(cmd, out, sizeof out, err, sizeof err), 2);
+    cr_assert_eq(proc_run(cmd, out, sizeof out, err, sizeof err), 2);
     cr_assert(strstr(err, "--temp"), "%s", err);
     snprintf(cmd, sizeof cmd, "%s generate -m %s/m --tokens 1,x,3", LLMLAB_BIN, g_dir);
-    cr_assert_eq(run(cmd, out, sizeof out, err, sizeof err), 2);
+    cr_assert_eq(proc_run(cmd, out, sizeof out, err, sizeof err), 2);
     snprintf(cmd, sizeof cmd, "%s generate -m %s/m --tokens 1,99999", LLMLAB_BIN, g_dir);
-    cr_assert_eq(run(cmd, out, sizeof out, err, sizeof err), 2);
+    cr_assert_eq(proc_run(cmd, out, sizeof out, err, sizeof err), 2);
     cr_assert(strstr(err, "vocabulary"), "%s", err);
     snprintf(cmd, sizeof cmd, "%s frobnicate", LLMLAB_BIN);
-    cr_assert_eq(run(cmd, out, sizeof out, err, sizeof err), 2);
+    cr_assert_eq(proc_run(cmd, out, sizeof out, err, sizeof err), 2);
     cr_assert(strstr(err, "unknown command"), "%s", err);
 }
 
@@ -106,7 +86,7 @@ Test(cli, bench_reports_fractions_and_writes_hdf5) {
     char cmd[768], out[8192], err[8192];
     snprintf(cmd, sizeof cmd, "%s bench -m %s/m --prompt 16 --gen 4 --reps 1 --threads 2 --out %s/bench.h5",
              LLMLAB_BIN, g_dir, g_dir);
-    cr_assert_eq(run(cmd, out, sizeof out, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(proc_run(cmd, out, sizeof out, err, sizeof err), 0, "%s", err);
     cr_assert(strstr(out, "of read bandwidth"), "%s", out);
     cr_assert(strstr(out, "prefill"), "%s", out);
     snprintf(cmd, sizeof cmd, "h5dump -H %s/bench.h5 >/dev/null 2>&1 || test ! -x \"$(command -v h5dump)\"", g_dir);

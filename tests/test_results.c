@@ -729,3 +729,48 @@ Test(results, full_disk_leaves_file_unchanged) {
     free_data(&a);
     free(path);
 }
+
+Test(results, concurrent_writers_keep_every_run) {
+    char *path = fsu_join(dir, "c.h5");
+    enum { NW = 6 };
+    pid_t pids[NW];
+    for (int k = 0; k < NW; k++) {
+        pids[k] = fork();
+        cr_assert(pids[k] >= 0);
+        if (pids[k] == 0) {
+            char name[16];
+            snprintf(name, sizeof name, "w%d", k);
+            llmlab_run *run = big_run(name, 20000, (uint64_t)k);
+            llmlab_err e = {0};
+            _exit(run && llmlab_results_write(path, run, &e) == LLMLAB_OK ? 0 : 1);
+        }
+    }
+    for (int k = 0; k < NW; k++) {
+        int status;
+        cr_assert_eq(waitpid(pids[k], &status, 0), pids[k]);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "writer %d failed", k);
+    }
+    llmlab_err e = {0};
+    char **names;
+    size_t n;
+    OK(llmlab_results_list_runs(path, &names, &n, &e));
+    cr_assert_eq(n, NW, "%zu of %d runs survived concurrent writes", n, NW);
+    llmlab_results_free_strs(names, n);
+    int64_t *iv;
+    OK(llmlab_results_column_int(path, "w3", "tokens", "index", &iv, &n, &e));
+    cr_assert(n == 20000 && iv[12345] == 45);
+    free(iv);
+    cr_assert_eq(count_temps(), 0);
+    free(path);
+}
+
+Test(results, utc_now_is_iso8601) {
+    char t[32];
+    llmlab_results_utc_now(t);
+    int y, mo, d, h, mi, s, ms;
+    char z = 0;
+    cr_assert_eq(strlen(t), 24, "%s", t);
+    cr_assert_eq(sscanf(t, "%4d-%2d-%2dT%2d:%2d:%2d.%3d%c", &y, &mo, &d, &h, &mi, &s, &ms, &z), 8,
+                 "%s", t);
+    cr_assert(y >= 2024 && mo >= 1 && mo <= 12 && z == 'Z', "%s", t);
+}

@@ -43,7 +43,13 @@ static int setup(int argc, char **argv, const char *cmd, llmlab_settings *s, llm
             }
             const char *v = argv[++i];
             if (key && llmlab_settings_set(s, key, v, &err)) goto fail;
-            if (!strcmp(o, "--set")) (*sets)[(*n_sets)++] = argv[i];
+            if (!strcmp(o, "--set")) {
+                if (!strchr(v, '=') || v[0] == '=') {
+                    fprintf(stderr, "llmlab %s: --set '%s': expected key=value\n", cmd, v);
+                    return 2;
+                }
+                (*sets)[(*n_sets)++] = argv[i];
+            }
         } else if (o[0] == '-') {
             fprintf(stderr, "llmlab %s: unknown option '%s'\n", cmd, o);
             run_usage(stderr);
