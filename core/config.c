@@ -200,7 +200,16 @@ static llmlab_status check_products(const llmlab_config *cfg, llmlab_err *err) {
 static llmlab_status parse_rope(llmlab_config *cfg, const cJSON *root, llmlab_err *err) {
     double theta, eps;
     llmlab_status s;
-    if ((s = get_pos_num(root, "rope_theta", 10000.0, &theta, err)) ||
+    /* transformers >= 5 writes RoPE settings only as "rope_parameters": {rope_type,
+     * rope_theta, factor, ...}; older files use top-level rope_theta/rope_scaling.
+     * Top-level keys win when both exist (Hub files often carry both). */
+    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
+    if (rp && !cJSON_IsNull(rp) && !cJSON_IsObject(rp))
+        return llmlab_err_set(err, LLMLAB_EFORMAT, "'rope_parameters' must be an object or null, not %s",
+                              json_type_name(rp));
+    if (!cJSON_IsObject(rp)) rp = NULL;
+    const cJSON *theta_src = (rp && !cJSON_GetObjectItemCaseSensitive(root, "rope_theta")) ? rp : root;
+    if ((s = get_pos_num(theta_src, "rope_theta", 10000.0, &theta, err)) ||
         (s = get_pos_num(root, "rms_norm_eps", 1e-6, &eps, err)))
         return s;
     if (eps >= 1.0)
@@ -209,6 +218,7 @@ static llmlab_status parse_rope(llmlab_config *cfg, const cJSON *root, llmlab_er
     cfg->rms_eps = (float)eps;
     cfg->rope_kind = LLMLAB_ROPE_DEFAULT;
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
+    if ((!rs || cJSON_IsNull(rs)) && rp) rs = rp;
     if (!rs || cJSON_IsNull(rs)) return LLMLAB_OK;
     if (!cJSON_IsObject(rs))
         return llmlab_err_set(err, LLMLAB_EFORMAT, "'rope_scaling' must be an object or null, not %s",

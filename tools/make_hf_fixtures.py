@@ -195,7 +195,10 @@ def build(spec, root):
         gpath = os.path.join(d, "generation_config.json")
         if os.path.exists(gpath):
             os.remove(gpath)
-        classic_keys(os.path.join(d, "config.json"))
+        # llama stays in transformers-5 form (rope_parameters only) so both config
+        # dialects are covered; mistral and qwen2 also carry the classic keys.
+        if spec["name"] != "llama":
+            classic_keys(os.path.join(d, "config.json"))
 
         m32 = load(spec["cls"], d, torch.float32)
         lg = logits_of(m32, ids)
