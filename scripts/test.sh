@@ -10,7 +10,7 @@ jobs=$(nproc)
 
 scripts/setup.sh -DLLMLAB_WERROR=ON
 echo "== test suite (release) =="
-ctest --test-dir build --output-on-failure -j"$jobs"
+ctest --test-dir "${LLMLAB_BUILD_DIR:-build}" --output-on-failure -j"$jobs"
 
 if [[ -z "${LLMLAB_NO_ASAN:-}" ]]; then
   echo "== test suite (ASan + UBSan) =="
