@@ -61,21 +61,25 @@ const char *llmlab_cpu_simd_name(void) { return llmlab_cpu_use_avx2() ? "avx2+fm
 
 /* ---- shared task layout ---------------------------------------------------------- */
 
-/* Why 24: a multiple of every register-block width used below (3, 4, 8), so
- * only the last task has an N tail.  Tasks are small enough that the pool's
- * dynamic claiming balances two cores, and 24 weight rows of a 2048..5632-wide
- * matrix (96..540 KiB f32) stay in L2 while every block of x rows passes over them. */
+/* Weight rows per task.  Why 24: a multiple of every register-block width used
+ * below (3, 4, 8), so only the last task has an N tail, and small enough that
+ * the pool's dynamic claiming balances the cores.  Prefill (M >= 4) reuses a
+ * task's rows for every 4-row block of x, so they must stay in L2 meanwhile:
+ * when 24 rows exceed TASK_L2_BYTES (24 x 5632 f32 = 540 KiB, more than a Zen 3
+ * L2 of 512 KiB) a prefill task takes 12 rows (still a multiple of 3 and 4). */
 #define ROWS_PER_TASK 24
+#define TASK_L2_BYTES (256u << 10)
 
-/* Why K blocks of 512 when M >= 4: MR=4 rows of x times 512 f32 is 8 KiB and the
- * NR weight-row slices are 2..6 KiB, so both stay in L1 while a tile runs; without
- * blocking, K = 5632 needs 90 KiB of x per tile and the tile runs out of L2. */
+/* Why K blocks of 512 when M >= 4: a 4-row block of x is reused by every
+ * weight-row tile of the task; 4 x 512 f32 (8 KiB) stays in L1 across the
+ * tiles, where whole rows (4 x 5632 f32 = 90 KiB) would be re-read from L2 for
+ * each tile.  On the Zen 5 dev machine (48 KiB L1, fast L2) this measured
+ * neutral (+-2% at M=128); it is meant for smaller caches (Zen 3: 32 KiB L1). */
 #define K_BLOCK 512
 
 /* Why 8 weight rows per decode tile: 8 independent FMA chains cover the FMA
- * latency (4 cycles x 2 pipes), and 8 concurrent row streams keep enough cache
- * misses in flight.  Software prefetch (256..1024 B ahead) and 4 or 6 rows were
- * tried on Zen 5 and gave no measurable gain over the hardware prefetcher. */
+ * latency (4 cycles x 2 pipes), and 8 concurrent row streams keep many cache
+ * misses in flight (4 and 6 rows were not measurably faster). */
 #define DEC_NR 8
 
 typedef struct {
@@ -85,11 +89,12 @@ typedef struct {
     llmlab_dtype wtype;
     int M, N, K;
     size_t w_row_bytes;
-    int k_block; /* multiple of 8 */
+    int k_block;       /* multiple of 8 */
+    int rows_per_task; /* ROWS_PER_TASK or half of it */
 } matmul_ctx;
 
 static void matmul_run(matmul_ctx *c, llmlab_task_fn fn, llmlab_threadpool *tp) {
-    int n_tasks = (c->N + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
+    int n_tasks = (c->N + c->rows_per_task - 1) / c->rows_per_task;
     llmlab_threadpool_run(tp, fn, c, n_tasks);
 }
 
@@ -121,8 +126,8 @@ static float dot_scalar(const float *x, const char *w, llmlab_dtype t, int K) {
 
 static void matmul_task_scalar(void *ctx, int task, int n_tasks) {
     matmul_ctx *c = ctx;
-    int n0 = task * ROWS_PER_TASK;
-    int n1 = n0 + ROWS_PER_TASK < c->N ? n0 + ROWS_PER_TASK : c->N;
+    int n0 = task * c->rows_per_task;
+    int n1 = n0 + c->rows_per_task < c->N ? n0 + c->rows_per_task : c->N;
     for (int m = 0; m < c->M; m++)
         for (int n = n0; n < n1; n++)
             c->y[(size_t)m * c->N + n] =
@@ -164,6 +169,20 @@ LLMLAB_SIMD_INLINE float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* Decode only (MR == 1): once per 64-byte line of each weight row, prefetch the
+ * line DECODE_PREFETCH bytes ahead.  Why: with one row of x, f16/bf16 weights
+ * give 2x fewer bytes per instruction than f32, so the out-of-order window holds
+ * too few cache misses to saturate DRAM.  Measured on the Zen 5 dev machine, A/B
+ * interleaved call by call (2 threads, 2048x5632 and 32000x2048): f16/bf16 +5 to
+ * +45%, f32 0 to +8%; 512 and 2048 bytes were worse than 1024.  Prefetches past
+ * the end of W are harmless (they never fault). */
+#define DECODE_PREFETCH 1024
+LLMLAB_SIMD_INLINE void prefetch_rows(const char *w, size_t ldw, int k, llmlab_dtype t, const int NR) {
+    for (int j = 0; j < NR; j++)
+        _mm_prefetch(w + (size_t)j * ldw + (size_t)k * llmlab_dtype_size(t) + DECODE_PREFETCH,
+                     _MM_HINT_T0);
+}
+
 /* The microkernel: advances MR x NR accumulators over k in [k0, k1) (multiples of
  * 8), then, if ktail > 0, over the zero-padded tail starting at k1.  MR, NR, t
  * are compile-time constants at every call site (always_inline), so the loops
@@ -176,6 +195,7 @@ LLMLAB_SIMD_INLINE void tile_run(__m256 acc[4][8], const float *x, size_t ldx, c
                                  const int MR, const int NR) {
     for (int k = k0; k < k1; k += 8) {
         __m256 wv[8];
+        if (MR == 1 && (k & (int)(64 / llmlab_dtype_size(t) - 1)) == 0) prefetch_rows(w, ldw, k, t, NR);
         for (int j = 0; j < NR; j++) wv[j] = load_w8(w + (size_t)j * ldw, (size_t)k, t);
         for (int i = 0; i < MR; i++) {
             __m256 xv = _mm256_loadu_ps(x + (size_t)i * ldx + k);
@@ -252,8 +272,8 @@ LLMLAB_SIMD_INLINE void strip(const matmul_ctx *c, int m0, int n0, int n1, const
  * accumulators; 2x4 and 1x8 keep 8 independent FMA chains in flight, enough to
  * hide the FMA latency (4 cycles x 2 pipes) in decode. */
 LLMLAB_SIMD_INLINE void task_avx2(const matmul_ctx *c, int task, llmlab_dtype t) {
-    int n0 = task * ROWS_PER_TASK;
-    int n1 = n0 + ROWS_PER_TASK < c->N ? n0 + ROWS_PER_TASK : c->N;
+    int n0 = task * c->rows_per_task;
+    int n1 = n0 + c->rows_per_task < c->N ? n0 + c->rows_per_task : c->N;
     int m = 0;
     for (; m + 4 <= c->M; m += 4) strip(c, m, n0, n1, 4, 3, t);
     switch (c->M - m) {
@@ -285,6 +305,8 @@ void llmlab_cpu_matmul(float *y, const float *x, const void *W, llmlab_dtype wty
     /* Decode (M < 4) streams each weight row once, so one long K pass keeps the
      * hardware prefetcher on long contiguous streams; see K_BLOCK for prefill. */
     c.k_block = M >= 4 ? K_BLOCK : (K > 0 ? K : 8);
+    c.rows_per_task = M >= 4 && ROWS_PER_TASK * c.w_row_bytes > TASK_L2_BYTES ? ROWS_PER_TASK / 2
+                                                                               : ROWS_PER_TASK;
     llmlab_task_fn fn = matmul_task_scalar;
 #if LLMLAB_X86
     if (llmlab_cpu_use_avx2()) {
