@@ -151,7 +151,23 @@ static int host_step_rows(const llmlab_step *st, const llmlab_seq *s, int *idx, 
     return n;
 }
 
-static void host_metric_add(llmlab_seq *s, const char *name, double v) { (void)s, (void)name, (void)v; }
+/* Named per-request counters (e.g. "drafted", "accepted"): summed per request and
+ * written as requests-table columns "m_<name>".  Past LLMLAB_MAX_METRICS names,
+ * further names are reported once and dropped. */
+static void host_metric_add(llmlab_seq *s, const char *name, double v) {
+    llmlab_engine *e = s->e;
+    int i = 0;
+    while (i < e->n_metrics && strcmp(e->metric_names[i], name)) i++;
+    if (i == e->n_metrics) {
+        if (e->n_metrics == LLMLAB_MAX_METRICS || !name[0] || strlen(name) >= sizeof e->metric_names[0]) {
+            host_log(LLMLAB_LOG_WARN, NULL, "metric '%s' dropped (at most %d names of < 48 bytes)", name,
+                     LLMLAB_MAX_METRICS);
+            return;
+        }
+        snprintf(e->metric_names[e->n_metrics++], sizeof e->metric_names[0], "%s", name);
+    }
+    s->metrics[i] += v;
+}
 
 static void host_set_sampling(llmlab_engine *e, float t, int k, float p, float minp) {
     e->samp = (llmlab_sampling){t, k, p, minp};

@@ -49,6 +49,9 @@ typedef struct {
     int *req_id, *prompt_len, *output_len, *forwards;
     double *arrival_s, *admit_s, *first_token_s, *finish_s;
     int32_t **output;          /* [n_reqs][output_len] */
+    int n_metrics;             /* plugin counters (host->metric_add) */
+    char metric_names[16][48];
+    double *metrics;           /* [n_metrics][n_reqs] */
     /* per step [n_steps] */
     int n_steps;
     double *step_start_s, *step_dt_s;

@@ -14,6 +14,8 @@ typedef struct {
     void *self;
 } plugin_inst;
 
+#define LLMLAB_MAX_METRICS 16
+
 struct llmlab_seq {
     llmlab_engine *e;
     int id;
@@ -28,6 +30,7 @@ struct llmlab_seq {
     llmlab_rng rng;
     double arrival_s, admit_s, first_s, finish_s;
     int forwards;            /* target forwards whose rows this sequence verified */
+    double metrics[LLMLAB_MAX_METRICS]; /* plugin counters, indexed like engine->metric_names */
 };
 
 struct llmlab_step {
@@ -68,6 +71,8 @@ struct llmlab_engine {
     uint8_t *kv_busy;        /* [max_seqs] */
     token_log toks;
     llmlab_status cb_status; /* first error a host callback hit */
+    char metric_names[LLMLAB_MAX_METRICS][48]; /* counters plugins added with metric_add */
+    int n_metrics;
 };
 
 void llmlab_engine_log_token(llmlab_engine *e, const llmlab_seq *s, int32_t tok, double t);

@@ -25,7 +25,7 @@ void llmlab_run_result_free(llmlab_run_result *r) {
     void *bufs[] = {r->req_id, r->prompt_len, r->output_len, r->forwards, r->arrival_s, r->admit_s,
                     r->first_token_s, r->finish_s, r->output, r->step_start_s, r->step_dt_s,
                     r->step_tokens, r->step_seqs, r->step_kv_blocks, r->step_kv_bytes, r->tok_req,
-                    r->tok_index, r->tok_id, r->tok_time_s};
+                    r->tok_index, r->tok_id, r->tok_time_s, r->metrics};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(r);
 }
@@ -237,6 +237,15 @@ static llmlab_status collect(llmlab_engine *e, llmlab_seq *seqs, int n, step_log
         llmlab_run_result_free(r);
         return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
     }
+    r->n_metrics = e->n_metrics;
+    memcpy(r->metric_names, e->metric_names, sizeof r->metric_names);
+    r->metrics = calloc((size_t)(e->n_metrics ? e->n_metrics : 1) * N, sizeof(double));
+    if (!r->metrics) {
+        llmlab_run_result_free(r);
+        return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+    }
+    for (int k = 0; k < e->n_metrics; k++)
+        for (int i = 0; i < n; i++) r->metrics[(size_t)k * N + (size_t)i] = seqs[i].metrics[k];
     long long fwd = 0;
     for (int i = 0; i < n; i++) {
         llmlab_seq *s = &seqs[i];
@@ -353,6 +362,7 @@ llmlab_status llmlab_engine_run(llmlab_engine *e, const llmlab_request *reqs, in
     /* A fresh scheduler instance per run: schedulers keep per-run state. */
     if (!r) r = sched_ops(e)->create(&e->sched.self, llmlab_host_table(), e, e->sched.p, err);
     memset(&e->toks, 0, sizeof e->toks);
+    e->n_metrics = 0;
     e->t0 = llmlab_now();
     int idle_rounds = 0;
     while (!r) {

@@ -89,6 +89,11 @@ static llmlab_status record_tables(llmlab_run *run, const llmlab_run_result *r, 
     if (!st) st = doubles(t, "admit_s", r->admit_s, n, "s", err);
     if (!st) st = doubles(t, "first_token_s", r->first_token_s, n, "s", err);
     if (!st) st = doubles(t, "finish_s", r->finish_s, n, "s", err);
+    for (int m = 0; m < r->n_metrics && !st; m++) {
+        char col[64];
+        snprintf(col, sizeof col, "m_%s", r->metric_names[m]);
+        st = doubles(t, col, r->metrics + (size_t)m * (n ? n : 1), n, "", err);
+    }
     if (st) return st;
     size_t s = (size_t)r->n_steps;
     if (!(t = llmlab_run_table(run, "steps", err))) return err ? err->code : LLMLAB_EINVAL;

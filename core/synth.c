@@ -12,6 +12,7 @@
  * fsync'ed and renamed.
  */
 #include "synth.h"
+#include "rng.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -83,41 +84,19 @@ uint64_t llmlab_synth_param_count(const llmlab_config *c) {
 
 /* ---- random numbers ------------------------------------------------------------------ */
 
-typedef struct {
-    uint64_t s[4];
-} rng_t;
+typedef llmlab_rng rng_t;
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t xoshiro_next(rng_t *r) {
-    uint64_t *s = r->s;
-    uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
-
+/* The stream of one tensor: (seed, FNV-1a of its name) through the project's
+ * seeding (core/rng.c), so every tensor is reproducible on its own. */
 static void rng_seed(rng_t *r, uint64_t seed, const char *name) {
-    uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a of the tensor name */
+    uint64_t h = 0xcbf29ce484222325ull;
     for (const unsigned char *p = (const unsigned char *)name; *p; p++) h = (h ^ *p) * 0x100000001b3ull;
-    uint64_t x = seed * 0x9e3779b97f4a7c15ull ^ h;
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
+    llmlab_rng_seed(r, seed * 0x9e3779b97f4a7c15ull ^ h, 0);
 }
 
 /* Uniform in [-1, 1), exactly representable (24 bits). */
 static float rng_uniform(rng_t *r) {
-    return (float)((int32_t)(xoshiro_next(r) >> 40) - (1 << 23)) * (1.0f / 8388608.0f);
+    return (float)((int32_t)(llmlab_rng_next(r) >> 40) - (1 << 23)) * (1.0f / 8388608.0f);
 }
 
 /* ---- tensor plan ------------------------------------------------------------------------ */

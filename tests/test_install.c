@@ -46,6 +46,9 @@ Test(install, example_plugin_builds_against_installed_files_and_runs, .timeout =
         cr_assert(strstr(out, "\"topk_twist\""), "%s", out);
         cr_assert(strstr(out, "ATTRIBUTE \"k\"") && strstr(out, "(0): 7"), "%s", out);
         cr_assert(strstr(out, "ATTRIBUTE \"penalty\"") && strstr(out, "1.3"), "default filled in: %s", out);
+        snprintf(cmd, sizeof cmd, "h5dump -H -d /runs/twist/requests %s/twist.h5", dir);
+        cr_assert_eq(proc_run(cmd, out, sizeof out, err, sizeof err), 0, "%s", err);
+        cr_assert(strstr(out, "\"m_penalised\""), "plugin metric counter becomes a requests column: %s", out);
     }
     /* The same plugin through LLMLAB_PLUGIN_PATH, listed by `llmlab plugins`. */
     snprintf(cmd, sizeof cmd, "LLMLAB_PLUGIN_PATH=%s/pb %s plugins", dir, LLMLAB_BIN);

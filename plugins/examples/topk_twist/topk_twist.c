@@ -4,6 +4,7 @@
  * multiplied by it when negative.  Not lossless: it changes the distribution on
  * purpose.  Everything it needs from llmlab comes through the host table. */
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "llmlab/plugin.h"
@@ -86,6 +87,8 @@ static llmlab_status twist_verify(void *self, llmlab_seq *s, llmlab_step *st, ll
         *l = *l > 0 ? (float)(*l / t->penalty) : (float)(*l * t->penalty);
     }
     int32_t tok = twist_draw(t, s);
+    if (H->size >= offsetof(llmlab_host, metric_add) + sizeof H->metric_add) /* probe, as for any later addition */
+        H->metric_add(s, "penalised", (double)H->seq_len(s));
     return H->seq_accept(s, &tok, 1, err);
 }
 
