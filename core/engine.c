@@ -59,19 +59,23 @@ static int32_t host_seq_sample(llmlab_seq *s, const float *logits) {
 
 static uint64_t host_seq_rng(llmlab_seq *s) { return llmlab_rng_next(&s->rng); }
 
+int llmlab_grow_columns(void **cols[], const size_t *elem_size, int n_cols, int new_cap) {
+    int ok = 1;
+    for (int c = 0; c < n_cols; c++) {
+        void *g = realloc(*cols[c], (size_t)new_cap * elem_size[c]);
+        if (g) *cols[c] = g; /* grown columns stay valid even if a later one fails */
+        else ok = 0;
+    }
+    return ok ? 0 : -1;
+}
+
 void llmlab_engine_log_token(llmlab_engine *e, const llmlab_seq *s, int32_t tok, double t) {
     token_log *L = &e->toks;
     if (L->n == L->cap) {
         int cap = L->cap ? L->cap * 2 : 1024;
-        int *r = realloc(L->req, (size_t)cap * sizeof *r);
-        if (r) L->req = r;
-        int *ix = realloc(L->index, (size_t)cap * sizeof *ix);
-        if (ix) L->index = ix;
-        int32_t *tk = realloc(L->tok, (size_t)cap * sizeof *tk);
-        if (tk) L->tok = tk;
-        double *tt = realloc(L->t, (size_t)cap * sizeof *tt);
-        if (tt) L->t = tt;
-        if (!r || !ix || !tk || !tt) return; /* metrics only: generation goes on */
+        void **cols[] = {(void **)&L->req, (void **)&L->index, (void **)&L->tok, (void **)&L->t};
+        const size_t sizes[] = {sizeof *L->req, sizeof *L->index, sizeof *L->tok, sizeof *L->t};
+        if (llmlab_grow_columns(cols, sizes, 4, cap)) return; /* metrics only: generation goes on */
         L->cap = cap;
     }
     L->req[L->n] = s->id;
@@ -217,27 +221,13 @@ const llmlab_host *llmlab_host_table(void) { return &host_table; }
 
 /* ---- plugin instances ---------------------------------------------------------------- */
 
-typedef llmlab_status (*create_fn)(void **, const llmlab_host *, llmlab_engine *, const llmlab_params *,
-                                   llmlab_err *);
-
-static create_fn ops_create(const llmlab_plugin_desc *d) {
-    switch (d->kind) {
-    case LLMLAB_PLUGIN_DECODING: return ((const llmlab_decoding_ops *)d->ops)->create;
-    case LLMLAB_PLUGIN_ATTENTION: return ((const llmlab_attention_ops *)d->ops)->create;
-    case LLMLAB_PLUGIN_QUANT: return ((const llmlab_quant_ops *)d->ops)->create;
-    case LLMLAB_PLUGIN_SCHED: return ((const llmlab_sched_ops *)d->ops)->create;
-    }
-    return NULL;
-}
+/* Every kind's ops table begins with llmlab_ops_head (plugin.h), so create and
+ * destroy are reached the same way for all four kinds. */
+static const llmlab_ops_head *ops_head(const llmlab_plugin_desc *d) { return d->ops; }
 
 static void plugin_destroy(plugin_inst *pi) {
     if (!pi->d) return;
-    switch (pi->d->kind) {
-    case LLMLAB_PLUGIN_DECODING: ((const llmlab_decoding_ops *)pi->d->ops)->destroy(pi->self); break;
-    case LLMLAB_PLUGIN_ATTENTION: ((const llmlab_attention_ops *)pi->d->ops)->destroy(pi->self); break;
-    case LLMLAB_PLUGIN_QUANT: ((const llmlab_quant_ops *)pi->d->ops)->destroy(pi->self); break;
-    case LLMLAB_PLUGIN_SCHED: ((const llmlab_sched_ops *)pi->d->ops)->destroy(pi->self); break;
-    }
+    ops_head(pi->d)->destroy(pi->self);
     pi->self = NULL;
 }
 
@@ -257,7 +247,7 @@ static llmlab_status plugin_open(llmlab_engine *e, plugin_inst *pi, llmlab_plugi
     }
     llmlab_status st = llmlab_params_create(&pi->p, pi->d, c->values, c->n_values, err);
     if (st) return st;
-    st = ops_create(pi->d)(&pi->self, &host_table, e, pi->p, err);
+    st = ops_head(pi->d)->create(&pi->self, &host_table, e, pi->p, err);
     if (st) {
         if (err && !err->msg[0]) llmlab_err_set(err, st, "%s", llmlab_status_name(st));
         llmlab_err_prefix(err, "%s plugin '%s': create failed", llmlab_plugin_kind_name(kind), name);
@@ -354,24 +344,24 @@ void llmlab_engine_free(llmlab_engine *e) {
     free(e);
 }
 
-const llmlab_plugin_desc *llmlab_engine_plugin(const llmlab_engine *e, llmlab_plugin_kind k) {
+static const plugin_inst *inst_of(const llmlab_engine *e, llmlab_plugin_kind k) {
     switch (k) {
-    case LLMLAB_PLUGIN_DECODING: return e->dec.d;
-    case LLMLAB_PLUGIN_ATTENTION: return e->att.d;
-    case LLMLAB_PLUGIN_QUANT: return e->quant.d;
-    case LLMLAB_PLUGIN_SCHED: return e->sched.d;
+    case LLMLAB_PLUGIN_DECODING: return &e->dec;
+    case LLMLAB_PLUGIN_ATTENTION: return &e->att;
+    case LLMLAB_PLUGIN_QUANT: return &e->quant;
+    case LLMLAB_PLUGIN_SCHED: return &e->sched;
     }
     return NULL;
 }
 
+const llmlab_plugin_desc *llmlab_engine_plugin(const llmlab_engine *e, llmlab_plugin_kind k) {
+    const plugin_inst *pi = inst_of(e, k);
+    return pi ? pi->d : NULL;
+}
+
 const llmlab_params *llmlab_engine_params(const llmlab_engine *e, llmlab_plugin_kind k) {
-    switch (k) {
-    case LLMLAB_PLUGIN_DECODING: return e->dec.p;
-    case LLMLAB_PLUGIN_ATTENTION: return e->att.p;
-    case LLMLAB_PLUGIN_QUANT: return e->quant.p;
-    case LLMLAB_PLUGIN_SCHED: return e->sched.p;
-    }
-    return NULL;
+    const plugin_inst *pi = inst_of(e, k);
+    return pi ? pi->p : NULL;
 }
 
 const llmlab_model *llmlab_engine_model(const llmlab_engine *e) { return e->m; }

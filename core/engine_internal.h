@@ -75,6 +75,8 @@ struct llmlab_engine {
     int n_metrics;
 };
 
+/* Reallocates n_cols parallel arrays to new_cap elements each; 0 or -1. */
+int llmlab_grow_columns(void **cols[], const size_t *elem_size, int n_cols, int new_cap);
 void llmlab_engine_log_token(llmlab_engine *e, const llmlab_seq *s, int32_t tok, double t);
 
 #endif

@@ -46,19 +46,11 @@ static llmlab_status step_log_push(step_log *L, double start, double dt, int tok
                                    double bytes, llmlab_err *err) {
     if (L->n == L->cap) {
         int cap = L->cap ? L->cap * 2 : 256;
-        double *a = realloc(L->start, (size_t)cap * sizeof *a);
-        if (a) L->start = a;
-        double *b = realloc(L->dt, (size_t)cap * sizeof *b);
-        if (b) L->dt = b;
-        double *c = realloc(L->kv_bytes, (size_t)cap * sizeof *c);
-        if (c) L->kv_bytes = c;
-        int *d = realloc(L->tokens, (size_t)cap * sizeof *d);
-        if (d) L->tokens = d;
-        int *f = realloc(L->seqs, (size_t)cap * sizeof *f);
-        if (f) L->seqs = f;
-        int *g = realloc(L->blocks, (size_t)cap * sizeof *g);
-        if (g) L->blocks = g;
-        if (!a || !b || !c || !d || !f || !g) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+        void **cols[] = {(void **)&L->start, (void **)&L->dt, (void **)&L->kv_bytes,
+                         (void **)&L->tokens, (void **)&L->seqs, (void **)&L->blocks};
+        const size_t sizes[] = {sizeof *L->start, sizeof *L->dt, sizeof *L->kv_bytes,
+                                sizeof *L->tokens, sizeof *L->seqs, sizeof *L->blocks};
+        if (llmlab_grow_columns(cols, sizes, 6, cap)) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
         L->cap = cap;
     }
     L->start[L->n] = start;

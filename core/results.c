@@ -254,28 +254,33 @@ llmlab_status llmlab_run_attr_str(llmlab_run *run, const char *key, const char *
     return LLMLAB_OK;
 }
 
-llmlab_status llmlab_run_attr_int(llmlab_run *run, const char *key, int64_t value,
+/* The checked, typed slot of a numeric attribute (shared by _int and _double). */
+static llmlab_status numeric_attr(llmlab_run *run, const char *key, llmlab_coltype type, run_attr **out,
                                   llmlab_err *err) {
     if (!run) return llmlab_err_set(err, LLMLAB_EINVAL, "run is NULL");
     llmlab_status st = check_key(run, key, err);
     if (st) return st;
     run_attr *a = attr_slot(run, key, err);
     if (!a) return LLMLAB_ENOMEM;
-    a->type = LLMLAB_COL_INT;
-    a->i = value;
+    a->type = type;
+    *out = a;
     return LLMLAB_OK;
+}
+
+llmlab_status llmlab_run_attr_int(llmlab_run *run, const char *key, int64_t value,
+                                  llmlab_err *err) {
+    run_attr *a = NULL;
+    llmlab_status st = numeric_attr(run, key, LLMLAB_COL_INT, &a, err);
+    if (!st) a->i = value;
+    return st;
 }
 
 llmlab_status llmlab_run_attr_double(llmlab_run *run, const char *key, double value,
                                      llmlab_err *err) {
-    if (!run) return llmlab_err_set(err, LLMLAB_EINVAL, "run is NULL");
-    llmlab_status st = check_key(run, key, err);
-    if (st) return st;
-    run_attr *a = attr_slot(run, key, err);
-    if (!a) return LLMLAB_ENOMEM;
-    a->type = LLMLAB_COL_DOUBLE;
-    a->d = value;
-    return LLMLAB_OK;
+    run_attr *a = NULL;
+    llmlab_status st = numeric_attr(run, key, LLMLAB_COL_DOUBLE, &a, err);
+    if (!st) a->d = value;
+    return st;
 }
 
 static const run_attr *find_attr(const llmlab_run *run, const char *key) {

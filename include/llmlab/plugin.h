@@ -147,14 +147,23 @@ typedef struct llmlab_host {
 
 /* ---- the four kinds' operation tables ----------------------------------------- */
 
-/* Every ops table starts with its size.  create() gets the validated params and
- * returns the instance in *self; destroy(NULL) must be safe. */
+/* Every ops table starts with the same three fields, llmlab_ops_head: its size,
+ * create() (gets the validated params, returns the instance in *self) and
+ * destroy() (destroy(NULL) must be safe).  The kind-specific functions follow. */
+typedef llmlab_status (*llmlab_plugin_create_fn)(void **self, const llmlab_host *h, llmlab_engine *e,
+                                                 const llmlab_params *p, llmlab_err *err);
+typedef void (*llmlab_plugin_destroy_fn)(void *self);
 
 typedef struct {
     uint32_t size;
-    llmlab_status (*create)(void **self, const llmlab_host *h, llmlab_engine *e,
-                            const llmlab_params *p, llmlab_err *err);
-    void (*destroy)(void *self);
+    llmlab_plugin_create_fn create;
+    llmlab_plugin_destroy_fn destroy;
+} llmlab_ops_head;
+
+typedef struct {
+    uint32_t size;
+    llmlab_plugin_create_fn create;
+    llmlab_plugin_destroy_fn destroy;
     /* A sequence's prompt is in the KV cache; per-sequence state starts here. */
     llmlab_status (*seq_begin)(void *self, llmlab_seq *s, llmlab_err *err);
     void (*seq_end)(void *self, llmlab_seq *s);
@@ -167,9 +176,8 @@ typedef struct {
 
 typedef struct {
     uint32_t size;
-    llmlab_status (*create)(void **self, const llmlab_host *h, llmlab_engine *e,
-                            const llmlab_params *p, llmlab_err *err);
-    void (*destroy)(void *self);
+    llmlab_plugin_create_fn create;
+    llmlab_plugin_destroy_fn destroy;
     llmlab_status (*seq_begin)(void *self, llmlab_seq *s, llmlab_err *err);
     void (*seq_end)(void *self, llmlab_seq *s);
     /* Called after each step that committed tokens to s; may evict slots. */
@@ -187,9 +195,8 @@ typedef struct {
 
 typedef struct {
     uint32_t size;
-    llmlab_status (*create)(void **self, const llmlab_host *h, llmlab_engine *e,
-                            const llmlab_params *p, llmlab_err *err);
-    void (*destroy)(void *self);
+    llmlab_plugin_create_fn create;
+    llmlab_plugin_destroy_fn destroy;
     /* Packs w into the plugin's format; *packed is freed by unpack.  *bits is the
      * storage per weight, scales included. */
     llmlab_status (*pack)(void *self, const llmlab_weight *w, void **packed, double *bits,
@@ -240,9 +247,8 @@ typedef struct {
 
 typedef struct {
     uint32_t size;
-    llmlab_status (*create)(void **self, const llmlab_host *h, llmlab_engine *e,
-                            const llmlab_params *p, llmlab_err *err);
-    void (*destroy)(void *self);
+    llmlab_plugin_create_fn create;
+    llmlab_plugin_destroy_fn destroy;
     llmlab_status (*schedule)(void *self, const llmlab_sched_view *v, llmlab_sched_plan *plan,
                               llmlab_err *err);
 } llmlab_sched_ops;
