@@ -6,6 +6,7 @@
 #include "engine_internal.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,19 @@ static int32_t host_seq_sample(llmlab_seq *s, const float *logits) {
 }
 
 static uint64_t host_seq_rng(llmlab_seq *s) { return llmlab_rng_next(&s->rng); }
+
+static void host_seq_probs(const llmlab_seq *s, const float *logits, float *probs) {
+    int V = s->e->m->cfg.vocab_size;
+    int *work = malloc((size_t)V * sizeof *work);
+    if (work) llmlab_sampling_probs(probs, logits, V, &s->samp, work);
+    else { /* out of memory: the greedy distribution keeps lossless methods lossless */
+        memset(probs, 0, (size_t)V * sizeof *probs);
+        probs[llmlab_argmax(logits, V)] = 1.0f;
+    }
+    free(work);
+}
+
+static int host_seq_greedy(const llmlab_seq *s) { return s->samp.temperature == 0.0f; }
 
 int llmlab_grow_columns(void **cols[], const size_t *elem_size, int n_cols, int new_cap) {
     int ok = 1;
@@ -129,7 +143,18 @@ static int host_step_add(llmlab_step *st, llmlab_seq *s, int32_t token, int32_t 
     return i;
 }
 
-static void host_step_set_tree(llmlab_step *st) { st->b->vis = LLMLAB_VIS_TREE; }
+static void host_step_set_tree(llmlab_step *st) {
+    if (st->b->vis == LLMLAB_VIS_CAUSAL) st->b->vis = LLMLAB_VIS_TREE; /* a mask already covers trees */
+}
+
+static void host_step_see(llmlab_step *st, int i, int j) {
+    if (i < 0 || i >= st->b->n || j < 0 || j > i || st->owner[i] != st->owner[j]) return;
+    st->b->vis = LLMLAB_VIS_MASK;
+    st->masked[i] = 1;
+    llmlab_batch_see(st->b, i, j);
+}
+
+static void host_want_hidden(llmlab_engine *e) { e->want_hidden = 1; }
 
 static const float *host_step_logits(const llmlab_step *st, int i) {
     if (!st->out || i < 0 || i >= st->b->n || st->row[i] < 0 || !(st->b->flags[i] & LLMLAB_TOK_LOGITS)) return NULL;
@@ -171,6 +196,7 @@ static void host_metric_add(llmlab_seq *s, const char *name, double v) {
         snprintf(e->metric_names[e->n_metrics++], sizeof e->metric_names[0], "%s", name);
     }
     s->metrics[i] += v;
+    e->step_metrics[i] += v;
 }
 
 static void host_set_sampling(llmlab_engine *e, float t, int k, float p, float minp) {
@@ -215,6 +241,22 @@ static const llmlab_host host_table = {
     .metric_add = host_metric_add,
     .matmul_dense = llmlab_cpu_matmul,
     .engine_set_sampling = host_set_sampling,
+    /* ABI 1.1 */
+    .seq_probs = host_seq_probs,
+    .seq_greedy = host_seq_greedy,
+    .step_see = host_step_see,
+    .engine_want_hidden = host_want_hidden,
+    .aux_open = llmlab_aux_open,
+    .aux_close = llmlab_aux_close,
+    .aux_vocab = llmlab_aux_vocab,
+    .aux_layers = llmlab_aux_layers,
+    .aux_forward = llmlab_aux_forward,
+    .aux_kv_len = llmlab_aux_kv_len,
+    .aux_kv_truncate = llmlab_aux_kv_truncate,
+    .tensors_open = llmlab_tensors_open,
+    .tensors_get = llmlab_tensors_get,
+    .tensors_close = llmlab_tensors_close,
+    .model_tensor = llmlab_engine_model_tensor,
 };
 
 const llmlab_host *llmlab_host_table(void) { return &host_table; }
@@ -289,7 +331,23 @@ static llmlab_status pack_weights(llmlab_engine *e, llmlab_err *err) {
         weights += (double)w->rows * (double)w->cols;
     }
     e->bits_per_weight = bits / weights;
-    llmlab_ctx_set_linear(e->ctx, quant_linear, e);
+    llmlab_engine_route_linear(e, e->ctx);
+    return LLMLAB_OK;
+}
+
+void llmlab_engine_route_linear(llmlab_engine *e, llmlab_ctx *ctx) { llmlab_ctx_set_linear(ctx, quant_linear, e); }
+
+/* The decoding plugin's most tokens per sequence and step (ABI 1.1 field). */
+static llmlab_status read_decode_tokens(llmlab_engine *e, llmlab_err *err) {
+    const llmlab_decoding_ops *d = e->dec.d->ops;
+    e->decode_tokens = 1;
+    if (d->size >= offsetof(llmlab_decoding_ops, max_step_tokens) + sizeof d->max_step_tokens && d->max_step_tokens)
+        e->decode_tokens = d->max_step_tokens(e->dec.self);
+    if (e->decode_tokens < 1 || e->decode_tokens > e->token_budget)
+        return llmlab_err_set(err, LLMLAB_EINVAL,
+                              "decoding plugin '%s' forwards up to %d tokens per sequence and step, but the token "
+                              "budget is %d: raise token_budget or lower the plugin's draft/tree size",
+                              e->dec.d->name, e->decode_tokens, e->token_budget);
     return LLMLAB_OK;
 }
 
@@ -306,6 +364,10 @@ llmlab_status llmlab_engine_create(llmlab_engine **out, const llmlab_model *m, c
     e->samp = LLMLAB_SAMPLING_GREEDY;
     e->max_seqs = o->max_seqs > 0 ? o->max_seqs : 64;
     e->token_budget = o->token_budget > 0 ? o->token_budget : 512;
+    e->kv_tokens = o->kv_tokens;
+    e->kv_block_size = o->kv_block_size;
+    e->on_finish = o->on_finish;
+    e->on_finish_user = o->on_finish_user;
     llmlab_ctx_opts co = {.n_threads = o->n_threads, .kv_block_size = o->kv_block_size,
                           .kv_tokens = o->kv_tokens, .max_seqs = e->max_seqs, .max_batch = e->token_budget};
     llmlab_status st = llmlab_ctx_create(&e->ctx, m, &co, err);
@@ -313,6 +375,7 @@ llmlab_status llmlab_engine_create(llmlab_engine **out, const llmlab_model *m, c
     if (!st) st = plugin_open(e, &e->quant, LLMLAB_PLUGIN_QUANT, &o->quant, "none", err);
     if (!st) st = pack_weights(e, err);
     if (!st) st = plugin_open(e, &e->dec, LLMLAB_PLUGIN_DECODING, &o->decoding, "autoregressive", err);
+    if (!st) st = read_decode_tokens(e, err);
     if (!st) st = plugin_open(e, &e->att, LLMLAB_PLUGIN_ATTENTION, &o->attention, "dense", err);
     /* The scheduler is validated now and instantiated per run (it keeps per-run state). */
     if (!st) st = plugin_open(e, &e->sched, LLMLAB_PLUGIN_SCHED, &o->sched, "fcfs", err);
@@ -329,6 +392,7 @@ void llmlab_engine_free(llmlab_engine *e) {
     if (!e) return;
     plugin_destroy(&e->dec);
     plugin_destroy(&e->att);
+    llmlab_aux_close_all(e); /* after the plugins: they may close their own in destroy */
     plugin_destroy(&e->sched);
     if (e->packed && e->quant.d)
         for (int i = 0; i < e->n_mats; i++)
@@ -369,3 +433,5 @@ double llmlab_engine_bits_per_weight(const llmlab_engine *e) { return e->bits_pe
 
 llmlab_sampling llmlab_engine_sampling(const llmlab_engine *e) { return e->samp; }
 int llmlab_engine_threads(const llmlab_engine *e) { return llmlab_threadpool_size(llmlab_ctx_pool(e->ctx)); }
+llmlab_kv *llmlab_engine_kv(llmlab_engine *e) { return llmlab_ctx_kv(e->ctx); }
+int llmlab_engine_decode_tokens(const llmlab_engine *e) { return e->decode_tokens; }

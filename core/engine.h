@@ -13,6 +13,12 @@
 #include "registry.h"
 #include "sampler.h"
 
+typedef struct llmlab_engine llmlab_engine;
+
+/* Called when a request finishes, before its KV blocks are released: kv_seq is
+ * its sequence in llmlab_engine_kv(e) (tests compare caches; tools inspect them). */
+typedef void (*llmlab_finish_fn)(void *user, llmlab_engine *e, int req_id, int kv_seq);
+
 /* A plugin choice: registry name + its values (validated at engine creation). */
 typedef struct {
     const char *name;
@@ -29,6 +35,8 @@ typedef struct {
     int kv_block_size; /* 0 = 16 */
     int max_seqs;      /* 0 = 64 */
     int token_budget;  /* tokens per forward; 0 = 512 */
+    llmlab_finish_fn on_finish; /* optional */
+    void *on_finish_user;
 } llmlab_engine_opts;
 
 typedef struct {
@@ -55,8 +63,9 @@ typedef struct {
     /* per step [n_steps] */
     int n_steps;
     double *step_start_s, *step_dt_s;
-    int *step_tokens, *step_seqs, *step_kv_blocks;
+    int *step_tokens, *step_seqs, *step_kv_blocks, *step_accepted;
     double *step_kv_bytes;
+    double *step_metrics;      /* [n_metrics][n_steps] plugin counters per step */
     /* per token [n_tok] */
     int n_tok;
     int *tok_req, *tok_index;
@@ -70,8 +79,6 @@ typedef struct {
 } llmlab_run_result;
 
 void llmlab_run_result_free(llmlab_run_result *r);
-
-typedef struct llmlab_engine llmlab_engine;
 
 llmlab_status llmlab_engine_create(llmlab_engine **out, const llmlab_model *m,
                                    const llmlab_engine_opts *opts, llmlab_err *err);
@@ -88,5 +95,7 @@ const llmlab_model *llmlab_engine_model(const llmlab_engine *e);
 double llmlab_engine_bits_per_weight(const llmlab_engine *e);
 llmlab_sampling llmlab_engine_sampling(const llmlab_engine *e); /* the decoding plugin's default */
 int llmlab_engine_threads(const llmlab_engine *e);
+llmlab_kv *llmlab_engine_kv(llmlab_engine *e);
+int llmlab_engine_decode_tokens(const llmlab_engine *e); /* the decoding plugin's max per step */
 
 #endif

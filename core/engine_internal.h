@@ -15,6 +15,7 @@ typedef struct {
 } plugin_inst;
 
 #define LLMLAB_MAX_METRICS 16
+#define LLMLAB_MAX_AUX 4
 
 struct llmlab_seq {
     llmlab_engine *e;
@@ -39,6 +40,8 @@ struct llmlab_step {
     const llmlab_outputs *out;
     llmlab_seq **owner;      /* [cap] sequence of each batch token */
     int *row;                /* [cap] output row of each batch token, -1 if none */
+    uint8_t *masked;         /* [cap] 1 = the token's visibility came from step_see */
+    llmlab_seq **decoders;   /* [n_reqs] sequences decoding in this step */
 };
 
 /* Growable per-token log of a run. */
@@ -52,7 +55,8 @@ typedef struct {
 typedef struct {
     int n, cap;
     double *start, *dt, *kv_bytes;
-    int *tokens, *seqs, *blocks;
+    int *tokens, *seqs, *blocks, *accepted;
+    double *metrics;         /* [cap][LLMLAB_MAX_METRICS] plugin counters added during the step */
 } step_log;
 
 struct llmlab_engine {
@@ -66,6 +70,13 @@ struct llmlab_engine {
     llmlab_sampling samp;
     uint64_t seed;
     int token_budget, max_seqs;
+    int kv_tokens, kv_block_size; /* as given in the options (aux caches get the same) */
+    int decode_tokens;       /* most tokens the decoding plugin forwards per sequence */
+    int want_hidden;         /* prompt-last rows also return the hidden state */
+    llmlab_aux *aux[LLMLAB_MAX_AUX]; /* auxiliary models plugins opened */
+    int n_aux;
+    llmlab_finish_fn on_finish;
+    void *on_finish_user;
     /* the run in progress */
     double t0;
     uint8_t *kv_busy;        /* [max_seqs] */
@@ -73,10 +84,32 @@ struct llmlab_engine {
     llmlab_status cb_status; /* first error a host callback hit */
     char metric_names[LLMLAB_MAX_METRICS][48]; /* counters plugins added with metric_add */
     int n_metrics;
+    double step_metrics[LLMLAB_MAX_METRICS]; /* counters of the step in progress */
 };
 
 /* Reallocates n_cols parallel arrays to new_cap elements each; 0 or -1. */
 int llmlab_grow_columns(void **cols[], const size_t *elem_size, int n_cols, int new_cap);
 void llmlab_engine_log_token(llmlab_engine *e, const llmlab_seq *s, int32_t tok, double t);
+/* Sends ctx's weight matmuls through the engine's quant plugin (same model). */
+void llmlab_engine_route_linear(llmlab_engine *e, llmlab_ctx *ctx);
+
+/* engine_aux.c: the host table's aux-model and tensor-file functions. */
+llmlab_status llmlab_aux_open(llmlab_engine *e, const char *model, const int *skip, int n_skip,
+                              llmlab_aux **out, llmlab_err *err);
+void llmlab_aux_close(llmlab_aux *a);
+int llmlab_aux_vocab(const llmlab_aux *a);
+int llmlab_aux_layers(const llmlab_aux *a);
+llmlab_status llmlab_aux_forward(llmlab_aux *a, const llmlab_aux_token *t, int n, float *logits,
+                                 llmlab_err *err);
+int llmlab_aux_kv_len(const llmlab_aux *a, const llmlab_seq *s);
+void llmlab_aux_kv_truncate(llmlab_aux *a, const llmlab_seq *s, int len);
+void llmlab_aux_release_seq(llmlab_engine *e, int kv_seq);
+void llmlab_aux_close_all(llmlab_engine *e);
+llmlab_status llmlab_tensors_open(const char *path, llmlab_tensors **out, llmlab_err *err);
+void llmlab_tensors_close(llmlab_tensors *t);
+const void *llmlab_tensors_get(const llmlab_tensors *t, const char *name, llmlab_dtype *dtype, int64_t shape[4],
+                               int *ndim);
+const void *llmlab_engine_model_tensor(const llmlab_engine *e, const char *name, llmlab_dtype *dtype,
+                                       int64_t shape[4], int *ndim);
 
 #endif

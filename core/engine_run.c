@@ -10,6 +10,7 @@
  *      decoding plugin's verify(); unaccepted provisional slots are dropped; the
  *      attention plugin's after_step() may evict;
  *   6. finished sequences release their KV blocks. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -25,7 +26,7 @@ void llmlab_run_result_free(llmlab_run_result *r) {
     void *bufs[] = {r->req_id, r->prompt_len, r->output_len, r->forwards, r->arrival_s, r->admit_s,
                     r->first_token_s, r->finish_s, r->output, r->step_start_s, r->step_dt_s,
                     r->step_tokens, r->step_seqs, r->step_kv_blocks, r->step_kv_bytes, r->tok_req,
-                    r->tok_index, r->tok_id, r->tok_time_s, r->metrics};
+                    r->tok_index, r->tok_id, r->tok_time_s, r->metrics, r->step_accepted, r->step_metrics};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(r);
 }
@@ -42,17 +43,23 @@ static int seq_computed(const llmlab_seq *s) {
     return s->kv < 0 ? 0 : llmlab_kv_committed(llmlab_ctx_kv(s->e->ctx), s->kv);
 }
 
-static llmlab_status step_log_push(step_log *L, double start, double dt, int tokens, int seqs, int blocks,
-                                   double bytes, llmlab_err *err) {
+/* One step's record.  The plugin counters of the step are taken from the engine
+ * (and reset there). */
+static llmlab_status step_log_push(llmlab_engine *e, step_log *L, double start, double dt, int tokens, int seqs,
+                                   int blocks, double bytes, int accepted, llmlab_err *err) {
     if (L->n == L->cap) {
         int cap = L->cap ? L->cap * 2 : 256;
-        void **cols[] = {(void **)&L->start, (void **)&L->dt, (void **)&L->kv_bytes,
-                         (void **)&L->tokens, (void **)&L->seqs, (void **)&L->blocks};
-        const size_t sizes[] = {sizeof *L->start, sizeof *L->dt, sizeof *L->kv_bytes,
-                                sizeof *L->tokens, sizeof *L->seqs, sizeof *L->blocks};
-        if (llmlab_grow_columns(cols, sizes, 6, cap)) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+        void **cols[] = {(void **)&L->start, (void **)&L->dt, (void **)&L->kv_bytes, (void **)&L->tokens,
+                         (void **)&L->seqs, (void **)&L->blocks, (void **)&L->accepted, (void **)&L->metrics};
+        const size_t sizes[] = {sizeof *L->start, sizeof *L->dt, sizeof *L->kv_bytes, sizeof *L->tokens,
+                                sizeof *L->seqs, sizeof *L->blocks, sizeof *L->accepted,
+                                LLMLAB_MAX_METRICS * sizeof *L->metrics};
+        if (llmlab_grow_columns(cols, sizes, 8, cap)) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
         L->cap = cap;
     }
+    L->accepted[L->n] = accepted;
+    memcpy(L->metrics + (size_t)L->n * LLMLAB_MAX_METRICS, e->step_metrics, sizeof e->step_metrics);
+    memset(e->step_metrics, 0, sizeof e->step_metrics);
     L->start[L->n] = start;
     L->dt[L->n] = dt;
     L->tokens[L->n] = tokens;
@@ -96,6 +103,7 @@ static llmlab_status seqs_init(llmlab_engine *e, llmlab_seq *seqs, const llmlab_
 }
 
 static void seq_release(llmlab_engine *e, llmlab_seq *s) {
+    if (s->state == LLMLAB_REQ_FINISHED && s->kv >= 0 && e->on_finish) e->on_finish(e->on_finish_user, e, s->id, s->kv);
     if (s->begun) {
         dec_ops(e)->seq_end(e->dec.self, s);
         att_ops(e)->seq_end(e->att.self, s);
@@ -103,6 +111,7 @@ static void seq_release(llmlab_engine *e, llmlab_seq *s) {
     }
     if (s->kv >= 0) {
         llmlab_kv_free_seq(llmlab_ctx_kv(e->ctx), s->kv);
+        llmlab_aux_release_seq(e, s->kv);
         e->kv_busy[s->kv] = 0;
         s->kv = -1;
     }
@@ -131,32 +140,63 @@ static void build_view(llmlab_engine *e, llmlab_seq *seqs, int n, llmlab_sched_r
     }
     llmlab_kv *kv = llmlab_ctx_kv(e->ctx);
     *view = (llmlab_sched_view){sizeof *view, now, n, v, kv->n_free, kv->o.n_blocks, kv->o.block_size,
-                                e->token_budget, e->max_seqs};
+                                e->token_budget, e->max_seqs, e->decode_tokens};
 }
 
-/* Adds s's work for this iteration to the step. */
-static llmlab_status add_work(llmlab_engine *e, llmlab_seq *s, int tokens, llmlab_step *st, llmlab_err *err) {
+static llmlab_status seq_begin(llmlab_engine *e, llmlab_seq *s, llmlab_err *err) {
+    if (s->begun) return LLMLAB_OK;
+    llmlab_status r = dec_ops(e)->seq_begin(e->dec.self, s, err);
+    if (r) return llmlab_err_prefix(err, "decoding plugin '%s': seq_begin", e->dec.d->name);
+    if ((r = att_ops(e)->seq_begin(e->att.self, s, err)))
+        return llmlab_err_prefix(err, "attention plugin '%s': seq_begin", e->att.d->name);
+    s->begun = 1;
+    return LLMLAB_OK;
+}
+
+static int in_prefill(const llmlab_seq *s) { return seq_computed(s) < seq_target(s); }
+
+/* Adds a prompt (or recompute) chunk of s to the step, as a chain. */
+static llmlab_status add_prefill(llmlab_engine *e, llmlab_seq *s, int tokens, llmlab_step *st, llmlab_err *err) {
     int computed = seq_computed(s), target = seq_target(s);
-    if (computed < target) { /* prompt (or recompute) chunk */
-        int n = tokens < target - computed ? tokens : target - computed;
-        for (int k = 0; k < n; k++) {
-            int last = computed + k == target - 1 && s->generated == 0;
-            if (llmlab_host_table()->step_add(st, s, s->tokens[computed + k], computed + k, last ? LLMLAB_ROW_LOGITS : 0, -1) < 0)
-                return llmlab_err_set(err, LLMLAB_EINVAL, "token budget exceeded by sched plugin '%s'", e->sched.d->name);
-        }
-        s->verify_now = computed + n == target && s->generated == 0;
+    int n = tokens < target - computed ? tokens : target - computed, prev = -1;
+    int last_flags = LLMLAB_ROW_LOGITS | (e->want_hidden ? LLMLAB_ROW_HIDDEN : 0);
+    for (int k = 0; k < n; k++) {
+        int last = computed + k == target - 1 && s->generated == 0;
+        prev = llmlab_host_table()->step_add(st, s, s->tokens[computed + k], computed + k, last ? last_flags : 0, prev);
+        if (prev < 0)
+            return llmlab_err_set(err, LLMLAB_EINVAL, "token budget exceeded by sched plugin '%s'", e->sched.d->name);
+    }
+    s->verify_now = computed + n == target && s->generated == 0;
+    return LLMLAB_OK;
+}
+
+/* The decoding plugin's step_begin (ABI 1.1, optional) over this step's decoders. */
+static llmlab_status decode_step_begin(llmlab_engine *e, llmlab_seq *const *dec, int n_dec, llmlab_err *err) {
+    const llmlab_decoding_ops *d = dec_ops(e);
+    if (n_dec == 0 || d->size < offsetof(llmlab_decoding_ops, step_begin) + sizeof d->step_begin || !d->step_begin)
         return LLMLAB_OK;
-    }
-    if (!s->begun) {
-        llmlab_status st0 = dec_ops(e)->seq_begin(e->dec.self, s, err);
-        if (!st0) st0 = att_ops(e)->seq_begin(e->att.self, s, err);
-        if (st0) return st0;
-        s->begun = 1;
-    }
+    llmlab_status r = d->step_begin(e->dec.self, dec, n_dec, err);
+    return r ? llmlab_err_prefix(err, "decoding plugin '%s': step_begin", e->dec.d->name) : LLMLAB_OK;
+}
+
+static llmlab_status add_decode(llmlab_engine *e, llmlab_seq *s, llmlab_step *st, llmlab_err *err) {
     s->verify_now = 1;
+    int before = st->b->n;
     llmlab_status r = dec_ops(e)->propose(e->dec.self, s, st, err);
     if (r) return llmlab_err_prefix(err, "decoding plugin '%s': propose", e->dec.d->name);
+    if (st->b->n - before > e->decode_tokens)
+        return llmlab_err_set(err, LLMLAB_EINVAL, "decoding plugin '%s' proposed %d tokens, more than its "
+                              "max_step_tokens %d", e->dec.d->name, st->b->n - before, e->decode_tokens);
     return LLMLAB_OK;
+}
+
+/* In mask visibility, tokens that never got step_see see their parent chain. */
+static void fill_chain_masks(llmlab_step *st) {
+    llmlab_batch *b = st->b;
+    if (b->vis != LLMLAB_VIS_MASK) return;
+    for (int i = 0; i < b->n; i++)
+        if (!st->masked[i])
+            for (int p = b->parent[i]; p >= 0; p = b->parent[p]) llmlab_batch_see(b, i, p);
 }
 
 /* After the forward: commit prompt chunks, verify, drop leftovers, let attention evict. */
@@ -169,13 +209,9 @@ static llmlab_status finish_step(llmlab_engine *e, llmlab_seq *seqs, int n, cons
         int was_prefill = seq_computed(s) < seq_target(s);
         if (was_prefill) llmlab_kv_commit(kv, s->kv);
         if (s->verify_now) {
-            if (!s->begun) {
-                llmlab_status r = dec_ops(e)->seq_begin(e->dec.self, s, err);
-                if (!r) r = att_ops(e)->seq_begin(e->att.self, s, err);
-                if (r) return r;
-                s->begun = 1;
-            }
-            llmlab_status r = dec_ops(e)->verify(e->dec.self, s, st, err);
+            llmlab_status r = seq_begin(e, s, err);
+            if (r) return r;
+            r = dec_ops(e)->verify(e->dec.self, s, st, err);
             if (r) return llmlab_err_prefix(err, "decoding plugin '%s': verify", e->dec.d->name);
             s->forwards++;
             s->verify_now = 0;
@@ -267,6 +303,20 @@ static llmlab_status collect(llmlab_engine *e, llmlab_seq *seqs, int n, step_log
     r->step_seqs = steps->seqs;
     r->step_kv_blocks = steps->blocks;
     r->step_kv_bytes = steps->kv_bytes;
+    r->step_accepted = steps->accepted;
+    /* per-step counters: [n_metrics][n_steps] columns out of the [step][MAX] log */
+    size_t S = (size_t)(steps->n ? steps->n : 1);
+    r->step_metrics = calloc((size_t)(e->n_metrics ? e->n_metrics : 1) * S, sizeof(double));
+    if (!r->step_metrics) {
+        free(steps->metrics);
+        memset(steps, 0, sizeof *steps);
+        llmlab_run_result_free(r);
+        return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+    }
+    for (int k = 0; k < e->n_metrics; k++)
+        for (int j = 0; j < steps->n; j++)
+            r->step_metrics[(size_t)k * S + (size_t)j] = steps->metrics[(size_t)j * LLMLAB_MAX_METRICS + (size_t)k];
+    free(steps->metrics);
     memset(steps, 0, sizeof *steps);
     r->n_tok = e->toks.n;
     r->tok_req = e->toks.req;
@@ -301,7 +351,9 @@ static llmlab_status iterate(llmlab_engine *e, llmlab_seq *seqs, int n, llmlab_s
             seqs[i].state = LLMLAB_REQ_WAITING;
         }
     llmlab_batch_clear(st->b);
-    int total = 0;
+    /* Prefill chunks first; then the decoding plugin sees all of this step's
+     * decoders at once (step_begin) before proposing for each. */
+    int total = 0, n_dec = 0;
     for (int i = 0; i < n && !r; i++) {
         if (plan[i] <= 0) continue;
         llmlab_seq *s = &seqs[i];
@@ -309,14 +361,20 @@ static llmlab_status iterate(llmlab_engine *e, llmlab_seq *seqs, int n, llmlab_s
             plan[i] = 0;
             continue;
         }
-        total += plan[i];
-        if (total > e->token_budget)
-            return llmlab_err_set(err, LLMLAB_EINVAL, "sched plugin '%s' planned more than the token budget %d",
-                                  e->sched.d->name, e->token_budget);
         if (s->state == LLMLAB_REQ_WAITING && (r = seq_admit(e, s, now, err))) return r;
-        r = add_work(e, s, plan[i], st, err);
+        int prefill = in_prefill(s);
+        total += prefill ? plan[i] : e->decode_tokens;
+        if (total > e->token_budget)
+            return llmlab_err_set(err, LLMLAB_EINVAL,
+                                  "sched plugin '%s' planned more than the token budget %d (a decoding sequence "
+                                  "counts %d tokens)", e->sched.d->name, e->token_budget, e->decode_tokens);
+        if (prefill) r = add_prefill(e, s, plan[i], st, err);
+        else if (!(r = seq_begin(e, s, err))) st->decoders[n_dec++] = s;
     }
+    if (!r) r = decode_step_begin(e, st->decoders, n_dec, err);
+    for (int k = 0; k < n_dec && !r; k++) r = add_decode(e, st->decoders[k], st, err);
     if (r) return r;
+    fill_chain_masks(st);
     *progress = st->b->n > 0;
     if (!*progress) return LLMLAB_OK;
     double t_start = llmlab_now();
@@ -328,12 +386,15 @@ static llmlab_status iterate(llmlab_engine *e, llmlab_seq *seqs, int n, llmlab_s
     int n_seqs = 0;
     for (int i = 0; i < n; i++) n_seqs += plan[i] > 0;
     int blocks = llmlab_kv_blocks_used(kv); /* peak of the step: before releases */
+    long long gen0 = 0, gen1 = 0;
+    for (int i = 0; i < n; i++) gen0 += seqs[i].generated;
     r = finish_step(e, seqs, n, plan, st, llmlab_now() - e->t0, err);
     st->out = NULL;
     if (r) return r;
+    for (int i = 0; i < n; i++) gen1 += seqs[i].generated;
     double t_end = llmlab_now();
-    return step_log_push(steps, t_start - e->t0, t_end - t_start, st->b->n, n_seqs, blocks,
-                         (double)blocks * (double)llmlab_kv_block_bytes(kv), err);
+    return step_log_push(e, steps, t_start - e->t0, t_end - t_start, st->b->n, n_seqs, blocks,
+                         (double)blocks * (double)llmlab_kv_block_bytes(kv), (int)(gen1 - gen0), err);
 }
 
 llmlab_status llmlab_engine_run(llmlab_engine *e, const llmlab_request *reqs, int n, llmlab_run_result **out,
@@ -346,15 +407,18 @@ llmlab_status llmlab_engine_run(llmlab_engine *e, const llmlab_request *reqs, in
     llmlab_step st = {.e = e, .b = llmlab_batch_create(e->token_budget)};
     st.owner = calloc((size_t)e->token_budget, sizeof *st.owner);
     st.row = calloc((size_t)e->token_budget, sizeof *st.row);
+    st.masked = calloc((size_t)e->token_budget, 1);
+    st.decoders = calloc((size_t)(n ? n : 1), sizeof *st.decoders);
     step_log steps = {0};
     llmlab_status r = LLMLAB_OK;
-    if (!seqs || !view || !plan || !preempt || !st.b || !st.owner || !st.row)
+    if (!seqs || !view || !plan || !preempt || !st.b || !st.owner || !st.row || !st.masked || !st.decoders)
         r = llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
     if (!r) r = seqs_init(e, seqs, reqs, n, err);
     /* A fresh scheduler instance per run: schedulers keep per-run state. */
     if (!r) r = sched_ops(e)->create(&e->sched.self, llmlab_host_table(), e, e->sched.p, err);
     memset(&e->toks, 0, sizeof e->toks);
     e->n_metrics = 0;
+    memset(e->step_metrics, 0, sizeof e->step_metrics);
     e->t0 = llmlab_now();
     int idle_rounds = 0;
     while (!r) {
@@ -398,12 +462,16 @@ llmlab_status llmlab_engine_run(llmlab_engine *e, const llmlab_request *reqs, in
     free(steps.tokens);
     free(steps.seqs);
     free(steps.blocks);
+    free(steps.accepted);
+    free(steps.metrics);
     free(seqs);
     free(view);
     free(plan);
     free(preempt);
     free(st.owner);
     free(st.row);
+    free(st.masked);
+    free(st.decoders);
     llmlab_batch_free(st.b);
     return r;
 }

@@ -45,6 +45,7 @@ struct llmlab_ctx {
     llmlab_outputs out;
     llmlab_linear_fn linear; /* NULL: dense kernel on the stored dtype */
     void *linear_user;
+    uint8_t *skip;      /* [n_layers] 1 = layer left out (self-speculative drafts), or NULL */
     int32_t *seq_len0;  /* [max_seqs] sequence lengths before this batch */
     int32_t *seq_count; /* [max_seqs] tokens of each sequence in this batch */
 };
@@ -60,7 +61,7 @@ void llmlab_ctx_free(llmlab_ctx *c) {
     llmlab_threadpool_free(c->pool);
     void *bufs[] = {c->x, c->h, c->q, c->k, c->v, c->att, c->gate, c->up, c->tmp,
                     c->n_prior, c->vis_off, c->vis_slots, c->scores, c->out.out_index,
-                    c->out.logits, c->out.hidden, c->out.tap, c->out.slot, c->seq_len0, c->seq_count};
+                    c->out.logits, c->out.hidden, c->out.tap, c->out.slot, c->seq_len0, c->seq_count, c->skip};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(c);
 }
@@ -287,6 +288,23 @@ const llmlab_mat *llmlab_model_matrix(const llmlab_model *m, int matrix) {
     return mats[matrix % LLMLAB_MATS_PER_LAYER];
 }
 
+llmlab_status llmlab_ctx_set_skip(llmlab_ctx *c, const int *layers, int n, llmlab_err *err) {
+    int L = c->m->cfg.n_layers;
+    uint8_t *skip = calloc((size_t)L, 1);
+    if (!skip) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+    for (int i = 0; i < n; i++) {
+        if (layers[i] < 0 || layers[i] >= L) {
+            free(skip);
+            return llmlab_err_set(err, LLMLAB_EINVAL, "skip layer %d outside 0..%d", layers[i], L - 1);
+        }
+        skip[layers[i]] = 1;
+    }
+    free(c->skip);
+    c->skip = n > 0 ? skip : NULL;
+    if (n <= 0) free(skip);
+    return LLMLAB_OK;
+}
+
 static void matmul(llmlab_ctx *c, float *y, const float *x, int matrix, int M) {
     if (c->linear) {
         c->linear(c->linear_user, matrix, y, x, M, c->pool);
@@ -342,7 +360,7 @@ llmlab_status llmlab_forward(llmlab_ctx *c, const llmlab_batch *b, const llmlab_
     for (int r = 0; r < c->out.n_out; r++) want_logits |= b->flags[c->out.out_index[r]] & LLMLAB_TOK_LOGITS;
 
     for (int l = 0; l < cfg->n_layers; l++) {
-        run_layer(c, b, l);
+        if (!c->skip || !c->skip[l]) run_layer(c, b, l); /* a skipped layer passes x through */
         if (l == b->tap_layer)
             for (int r = 0; r < c->out.n_out; r++)
                 memcpy(c->out.tap + r * d, c->x + (size_t)c->out.out_index[r] * d, d * sizeof(float));

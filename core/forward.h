@@ -85,6 +85,9 @@ typedef void (*llmlab_linear_fn)(void *user, int matrix, float *y, const float *
                                  llmlab_threadpool *pool);
 /* Routes every weight matmul through fn (NULL restores the built-in dense kernel). */
 void llmlab_ctx_set_linear(llmlab_ctx *ctx, llmlab_linear_fn fn, void *user);
+/* Leaves layers[n] out of every later forward (the residual stream passes through
+ * them; their KV slots are allocated but never read).  n = 0 restores all. */
+llmlab_status llmlab_ctx_set_skip(llmlab_ctx *ctx, const int *layers, int n, llmlab_err *err);
 /* The weight matrix with that index. */
 const llmlab_mat *llmlab_model_matrix(const llmlab_model *m, int matrix);
 

@@ -77,6 +77,18 @@ static llmlab_status doubles(llmlab_table *t, const char *name, const double *v,
     return st;
 }
 
+/* Plugin counters as columns "m_<name>": data is [n_metrics][n] column-major. */
+static llmlab_status metric_columns(llmlab_table *t, const llmlab_run_result *r, const double *data, size_t n,
+                                    llmlab_err *err) {
+    llmlab_status st = LLMLAB_OK;
+    for (int m = 0; m < r->n_metrics && !st; m++) {
+        char col[64];
+        snprintf(col, sizeof col, "m_%s", r->metric_names[m]);
+        st = doubles(t, col, data + (size_t)m * (n ? n : 1), n, "", err);
+    }
+    return st;
+}
+
 static llmlab_status record_tables(llmlab_run *run, const llmlab_run_result *r, llmlab_err *err) {
     size_t n = (size_t)r->n_reqs;
     llmlab_table *t = llmlab_run_table(run, "requests", err);
@@ -89,11 +101,7 @@ static llmlab_status record_tables(llmlab_run *run, const llmlab_run_result *r, 
     if (!st) st = doubles(t, "admit_s", r->admit_s, n, "s", err);
     if (!st) st = doubles(t, "first_token_s", r->first_token_s, n, "s", err);
     if (!st) st = doubles(t, "finish_s", r->finish_s, n, "s", err);
-    for (int m = 0; m < r->n_metrics && !st; m++) {
-        char col[64];
-        snprintf(col, sizeof col, "m_%s", r->metric_names[m]);
-        st = doubles(t, col, r->metrics + (size_t)m * (n ? n : 1), n, "", err);
-    }
+    if (!st) st = metric_columns(t, r, r->metrics, n, err);
     if (st) return st;
     size_t s = (size_t)r->n_steps;
     if (!(t = llmlab_run_table(run, "steps", err))) return err ? err->code : LLMLAB_EINVAL;
@@ -103,6 +111,8 @@ static llmlab_status record_tables(llmlab_run *run, const llmlab_run_result *r, 
     if (!st) st = ints(t, "seqs", r->step_seqs, s, "sequences", err);
     if (!st) st = ints(t, "kv_blocks_used", r->step_kv_blocks, s, "blocks", err);
     if (!st) st = doubles(t, "kv_bytes", r->step_kv_bytes, s, "bytes", err);
+    if (!st) st = ints(t, "accepted", r->step_accepted, s, "tokens", err);
+    if (!st) st = metric_columns(t, r, r->step_metrics, s, err);
     if (st) return st;
     size_t k = (size_t)r->n_tok;
     if (!(t = llmlab_run_table(run, "tokens", err))) return err ? err->code : LLMLAB_EINVAL;
@@ -124,6 +134,14 @@ static llmlab_status record_tables(llmlab_run *run, const llmlab_run_result *r, 
     for (int i = 0; i < 3 && !st; i++) {
         st = llmlab_table_column(t, names_d[i], LLMLAB_COL_DOUBLE, "", err);
         if (!st) st = llmlab_table_append_double(t, names_d[i], row_d[i], err);
+    }
+    for (int m = 0; m < r->n_metrics && !st; m++) { /* run totals of the plugin counters */
+        char col[64];
+        double sum = 0;
+        for (size_t i = 0; i < n; i++) sum += r->metrics[(size_t)m * (n ? n : 1) + i];
+        snprintf(col, sizeof col, "m_%s", r->metric_names[m]);
+        st = llmlab_table_column(t, col, LLMLAB_COL_DOUBLE, "", err);
+        if (!st) st = llmlab_table_append_double(t, col, sum, err);
     }
     return st;
 }

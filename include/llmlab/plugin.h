@@ -1,4 +1,4 @@
-/* plugin.h - the llmlab plugin ABI (version 1.0).
+/* plugin.h - the llmlab plugin ABI (version 1.1).
  *
  * A plugin is a shared object exporting one function, llmlab_plugin_entry (see
  * LLMLAB_PLUGIN_ENTRY_SYMBOL).  The host calls it with its ABI version and its
@@ -35,7 +35,7 @@ extern "C" {
 #endif
 
 #define LLMLAB_ABI_MAJOR 1
-#define LLMLAB_ABI_MINOR 0
+#define LLMLAB_ABI_MINOR 1
 #define LLMLAB_PLUGIN_ENTRY_SYMBOL "llmlab_plugin_entry"
 
 /* ---- opaque handles ------------------------------------------------------------ */
@@ -45,6 +45,8 @@ typedef struct llmlab_seq llmlab_seq;         /* a request being generated */
 typedef struct llmlab_step llmlab_step;       /* the batch of one engine iteration */
 typedef struct llmlab_params llmlab_params;   /* validated parameter values */
 typedef struct llmlab_threadpool llmlab_threadpool;
+typedef struct llmlab_aux llmlab_aux;         /* a second model with its own KV cache (1.1) */
+typedef struct llmlab_tensors llmlab_tensors; /* an open safetensors file (1.1) */
 
 typedef enum {
     LLMLAB_PLUGIN_DECODING = 1,
@@ -78,6 +80,16 @@ typedef struct {
 
 enum { LLMLAB_LOG_ERROR = 0, LLMLAB_LOG_WARN = 1, LLMLAB_LOG_INFO = 2, LLMLAB_LOG_DEBUG = 3 };
 enum { LLMLAB_ROW_LOGITS = 1, LLMLAB_ROW_HIDDEN = 2 }; /* flags of step_add */
+
+/* One token of an auxiliary-model forward (ABI 1.1).  Tokens of one sequence go
+ * in position order; each sees its sequence's cached slots and its earlier
+ * tokens in the call (a causal chain). */
+typedef struct {
+    llmlab_seq *seq;      /* whose draft cache the token extends */
+    int32_t token;
+    int32_t pos;
+    int logits;           /* 1 = return this token's logits */
+} llmlab_aux_token;
 
 typedef struct llmlab_host {
     uint32_t size;       /* sizeof(llmlab_host) of the host */
@@ -143,6 +155,51 @@ typedef struct llmlab_host {
     /* Default sampling of the engine's sequences (a request may override it). */
     void (*engine_set_sampling)(llmlab_engine *e, float temperature, int top_k, float top_p,
                                 float min_p);
+
+    /* ---- ABI 1.1 ---------------------------------------------------------------- */
+
+    /* The distribution seq_sample draws from: probs[vocab] after temperature, top-k,
+     * top-p and min-p; greedy sequences get a one-hot argmax.  (Speculative sampling
+     * compares these between target and draft.) */
+    void (*seq_probs)(const llmlab_seq *s, const float *logits, float *probs);
+    int (*seq_greedy)(const llmlab_seq *s);  /* 1 when its temperature is 0 */
+    /* Marks token i of the step as seeing token j (j < i, same sequence) and turns
+     * the step into mask visibility.  Tokens of the step that never got step_see
+     * keep the chain/tree given by their parents. */
+    void (*step_see)(llmlab_step *st, int i, int j);
+    /* The final-normed hidden state of the prompt's last row is wanted too (its
+     * rows then carry LLMLAB_ROW_HIDDEN), e.g. for Medusa heads.  Call in create. */
+    void (*engine_want_hidden)(llmlab_engine *e);
+
+    /* Auxiliary models (speculative drafts).  model: a model directory, or "self"
+     * for the engine's own weights; skip_layers[n_skip]: layers the aux forward
+     * leaves out (the residual passes through; skipping the last layers is an early
+     * exit through the shared final norm and LM head).  The aux has its own paged
+     * KV cache with a sequence per engine sequence; the engine frees a sequence's
+     * aux cache when it finishes or is preempted. */
+    llmlab_status (*aux_open)(llmlab_engine *e, const char *model, const int *skip_layers, int n_skip,
+                              llmlab_aux **out, llmlab_err *err);
+    void (*aux_close)(llmlab_aux *a);
+    int (*aux_vocab)(const llmlab_aux *a);
+    int (*aux_layers)(const llmlab_aux *a);
+    /* Runs t[n] in one batched forward; the new KV slots are kept (committed).
+     * logits: [rows flagged logits][vocab] in order. */
+    llmlab_status (*aux_forward)(llmlab_aux *a, const llmlab_aux_token *t, int n, float *logits,
+                                 llmlab_err *err);
+    int (*aux_kv_len)(const llmlab_aux *a, const llmlab_seq *s);
+    void (*aux_kv_truncate)(llmlab_aux *a, const llmlab_seq *s, int len); /* drop slots >= len */
+
+    /* Reading a safetensors file (extra weights such as Medusa heads).  tensors_get
+     * returns the data (valid until close) or NULL when absent; shape has room for
+     * 4 dims. */
+    llmlab_status (*tensors_open)(const char *path, llmlab_tensors **out, llmlab_err *err);
+    const void *(*tensors_get)(const llmlab_tensors *t, const char *name, llmlab_dtype *dtype,
+                               int64_t shape[4], int *ndim);
+    void (*tensors_close)(llmlab_tensors *t);
+    /* The engine's model tensor by its Hugging Face name (e.g. "lm_head.weight",
+     * "model.norm.weight"); NULL when absent. */
+    const void *(*model_tensor)(const llmlab_engine *e, const char *name, llmlab_dtype *dtype,
+                                int64_t shape[4], int *ndim);
 } llmlab_host;
 
 /* ---- the four kinds' operation tables ----------------------------------------- */
@@ -172,6 +229,13 @@ typedef struct {
     llmlab_status (*propose)(void *self, llmlab_seq *s, llmlab_step *st, llmlab_err *err);
     /* Reads the step's rows for s, accepts tokens and keeps the right KV slots. */
     llmlab_status (*verify)(void *self, llmlab_seq *s, llmlab_step *st, llmlab_err *err);
+    /* ---- ABI 1.1 (optional: NULL or a smaller size means absent) ---- */
+    /* Once per iteration, before any propose(): every sequence that decodes in this
+     * step, so draft work can be batched across sequences. */
+    llmlab_status (*step_begin)(void *self, llmlab_seq *const *seqs, int n, llmlab_err *err);
+    /* The most tokens propose() adds for one sequence (absent: 1).  Schedulers
+     * charge this much token budget and KV room per decoding sequence. */
+    int (*max_step_tokens)(void *self);
 } llmlab_decoding_ops;
 
 typedef struct {
@@ -235,13 +299,16 @@ typedef struct {
     int kv_blocks_free, kv_blocks_total, kv_block_size;
     int token_budget;              /* max tokens in one forward */
     int max_seqs;
+    /* ABI 1.1: tokens one decoding sequence may forward in a step (drafts, trees);
+     * charge this against token_budget for every request in decode. */
+    int decode_tokens;
 } llmlab_sched_view;
 
 typedef struct {
     uint32_t size;
     int *run_tokens;   /* [n_reqs] tokens to run this iteration (0 = not scheduled);
                           a running request in decode runs 1 (its decoding plugin may
-                          add drafts) */
+                          add up to view->decode_tokens - 1 drafts) */
     uint8_t *preempt;  /* [n_reqs] 1 = free its KV and recompute later */
 } llmlab_sched_plan;
 

@@ -51,7 +51,7 @@ static llmlab_status ar_verify(void *self, llmlab_seq *s, llmlab_step *st, llmla
 }
 
 static const llmlab_decoding_ops ops = {
-    sizeof(llmlab_decoding_ops), ar_create, ar_destroy, ar_seq_begin, ar_seq_end, ar_propose, ar_verify,
+    sizeof(llmlab_decoding_ops), ar_create, ar_destroy, ar_seq_begin, ar_seq_end, ar_propose, ar_verify, NULL, NULL,
 };
 
 static const llmlab_param_spec params[] = {

@@ -38,8 +38,9 @@ static void fcfs_destroy(void *self) {
     s->h->free(s);
 }
 
-static int blocks_for(const llmlab_sched_req *r, int block_size) {
-    return (r->prompt_len + r->max_new + block_size - 1) / block_size;
+/* KV the request can need: its tokens plus the provisional slots of one step. */
+static int blocks_for(const llmlab_sched_req *r, const llmlab_sched_view *v) {
+    return (r->prompt_len + r->max_new + v->decode_tokens + v->kv_block_size - 1) / v->kv_block_size;
 }
 
 /* Forms the next static batch: arrived requests in arrival order while they fit. */
@@ -49,7 +50,7 @@ static void form_batch(fcfs_state *s, const llmlab_sched_view *v) {
     for (int i = 0; i < v->n_reqs && s->n_members < s->max_batch && s->n_members < v->max_seqs; i++) {
         const llmlab_sched_req *r = &v->reqs[i];
         if (r->state != LLMLAB_REQ_WAITING) continue;
-        int need = blocks_for(r, v->kv_block_size);
+        int need = blocks_for(r, v);
         if (need > free_blocks) break; /* first come, first served: never jump the queue */
         free_blocks -= need;
         s->members[s->n_members++] = i;
@@ -67,7 +68,12 @@ static llmlab_status fcfs_schedule(void *self, const llmlab_sched_view *v, llmla
         const llmlab_sched_req *r = &v->reqs[s->members[k]];
         if (r->state == LLMLAB_REQ_FINISHED) continue;
         int want = r->target - r->computed; /* prompt tokens still to prefill */
-        if (want <= 0) want = 1;            /* decode: one step */
+        if (want <= 0) {                    /* decode: one step, drafts included */
+            if (v->decode_tokens > budget) break;
+            plan->run_tokens[s->members[k]] = 1;
+            budget -= v->decode_tokens;
+            continue;
+        }
         if (want > budget) want = budget;
         plan->run_tokens[s->members[k]] = want;
         budget -= want;
