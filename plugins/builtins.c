@@ -6,5 +6,6 @@ const llmlab_plugin_entry_fn llmlab_builtin_plugins[] = {
     llmlab_builtin_dense,
     llmlab_builtin_quant_none,
     llmlab_builtin_fcfs,
+    llmlab_builtin_continuous,
     NULL,
 };

@@ -10,6 +10,7 @@ const llmlab_plugin_desc *llmlab_builtin_autoregressive(uint32_t, uint32_t, cons
 const llmlab_plugin_desc *llmlab_builtin_dense(uint32_t, uint32_t, const llmlab_host *);
 const llmlab_plugin_desc *llmlab_builtin_quant_none(uint32_t, uint32_t, const llmlab_host *);
 const llmlab_plugin_desc *llmlab_builtin_fcfs(uint32_t, uint32_t, const llmlab_host *);
+const llmlab_plugin_desc *llmlab_builtin_continuous(uint32_t, uint32_t, const llmlab_host *);
 
 /* NULL-terminated list, in registration order. */
 extern const llmlab_plugin_entry_fn llmlab_builtin_plugins[];

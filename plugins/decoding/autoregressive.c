@@ -6,6 +6,7 @@
  * committed: that is why verify keeps a slot only when it is still provisional.
  * Copy this file to start a new decoding plugin (docs/plugins.md). */
 #include "llmlab/plugin.h"
+#include "sampling_params.h"
 
 typedef struct {
     const llmlab_host *h; /* the host table: every call back into llmlab goes through it */
@@ -16,8 +17,7 @@ static llmlab_status ar_create(void **self, const llmlab_host *h, llmlab_engine 
     ar_state *a = h->alloc(sizeof *a);
     if (!a) return LLMLAB_ENOMEM;
     a->h = h;
-    h->engine_set_sampling(e, (float)h->param_float(p, "temperature"), (int)h->param_int(p, "top_k"),
-                           (float)h->param_float(p, "top_p"), (float)h->param_float(p, "min_p"));
+    llmlab_apply_sampling_params(h, e, p);
     *self = a;
     return LLMLAB_OK;
 }
@@ -54,16 +54,11 @@ static const llmlab_decoding_ops ops = {
     sizeof(llmlab_decoding_ops), ar_create, ar_destroy, ar_seq_begin, ar_seq_end, ar_propose, ar_verify, NULL, NULL,
 };
 
-static const llmlab_param_spec params[] = {
-    {"temperature", LLMLAB_PARAM_FLOAT, "0", 0, 100, NULL, "softmax temperature; 0 = greedy (argmax, lowest id on ties)"},
-    {"top_k", LLMLAB_PARAM_INT, "0", 0, 1e9, NULL, "keep the k most likely tokens; 0 = off"},
-    {"top_p", LLMLAB_PARAM_FLOAT, "1", 1e-9, 1, NULL, "keep the smallest set with this much mass; 1 = off"},
-    {"min_p", LLMLAB_PARAM_FLOAT, "0", 0, 1, NULL, "drop tokens below min_p * p(top token); 0 = off"},
-};
+static const llmlab_param_spec params[] = {LLMLAB_SAMPLING_PARAM_SPECS};
 
 static const llmlab_plugin_desc desc = LLMLAB_PLUGIN_DESC_INIT(
     LLMLAB_PLUGIN_DECODING, "autoregressive", "1.0", "one token per target forward (greedy or sampled)",
-    params, 4, &ops);
+    params, LLMLAB_SAMPLING_N_PARAMS, &ops);
 
 #include "plugins/builtins.h"
 
