@@ -75,7 +75,8 @@ typedef struct {
     double wall_s;
     long long prompt_tokens, output_tokens, target_forwards;
     double output_tok_per_s;
-    double mean_accepted;      /* generated tokens per target forward of a sequence */
+    double mean_accepted;      /* tokens per decoding target forward (the prefill's first token and
+                                  forward left out): 1 for autoregressive, k + 1 for an always-right draft */
 } llmlab_run_result;
 
 void llmlab_run_result_free(llmlab_run_result *r);

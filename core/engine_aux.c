@@ -79,12 +79,9 @@ int llmlab_aux_layers(const llmlab_aux *a) { return a->m->cfg.n_layers; }
 
 static int seq_kv(const llmlab_seq *s) { return s->kv; }
 
-llmlab_status llmlab_aux_forward(llmlab_aux *a, const llmlab_aux_token *t, int n, float *logits,
-                                 llmlab_err *err) {
-    if (n <= 0) return LLMLAB_OK;
-    if (n > a->b->cap)
-        return llmlab_err_set(err, LLMLAB_EINVAL, "auxiliary forward of %d tokens exceeds the token budget %d", n,
-                              a->b->cap);
+/* One chunk of at most the batch capacity; rows go to logits in order. */
+static llmlab_status aux_forward_chunk(llmlab_aux *a, const llmlab_aux_token *t, int n, float *logits, int *rows,
+                                       llmlab_err *err) {
     llmlab_batch_clear(a->b);
     for (int i = 0; i < n; i++) {
         if (seq_kv(t[i].seq) < 0)
@@ -97,7 +94,22 @@ llmlab_status llmlab_aux_forward(llmlab_aux *a, const llmlab_aux_token *t, int n
     llmlab_kv *kv = llmlab_ctx_kv(a->ctx);
     for (int i = 0; i < n; i++) llmlab_kv_commit(kv, seq_kv(t[i].seq));
     size_t V = (size_t)a->m->cfg.vocab_size;
-    if (logits) memcpy(logits, o->logits, (size_t)o->n_out * V * sizeof(float));
+    if (logits) memcpy(logits + (size_t)*rows * V, o->logits, (size_t)o->n_out * V * sizeof(float));
+    *rows += o->n_out;
+    return LLMLAB_OK;
+}
+
+/* Splits calls larger than the batch capacity into chunks run in order: a
+ * sequence's later tokens then see its earlier ones through the cache. */
+llmlab_status llmlab_aux_forward(llmlab_aux *a, const llmlab_aux_token *t, int n, float *logits,
+                                 llmlab_err *err) {
+    int rows = 0;
+    for (int done = 0; done < n;) {
+        int chunk = n - done < a->b->cap ? n - done : a->b->cap;
+        llmlab_status st = aux_forward_chunk(a, t + done, chunk, logits, &rows, err);
+        if (st) return st;
+        done += chunk;
+    }
     return LLMLAB_OK;
 }
 

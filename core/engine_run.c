@@ -327,7 +327,16 @@ static llmlab_status collect(llmlab_engine *e, llmlab_seq *seqs, int n, step_log
     r->wall_s = wall;
     r->target_forwards = fwd;
     r->output_tok_per_s = wall > 0 ? (double)r->output_tokens / wall : 0;
-    r->mean_accepted = fwd ? (double)r->output_tokens / (double)fwd : 0;
+    /* Spec-Bench's "#mean accepted tokens": tokens per decoding target forward.  The
+     * prefill forward's first token is left out on both sides, so autoregressive
+     * decoding gives exactly 1 and a draft that is always right exactly k + 1. */
+    long long dec_tok = 0, dec_fwd = 0;
+    for (int i = 0; i < n; i++)
+        if (seqs[i].forwards > 0) {
+            dec_tok += seqs[i].generated - 1;
+            dec_fwd += seqs[i].forwards - 1;
+        }
+    r->mean_accepted = dec_fwd ? (double)dec_tok / (double)dec_fwd : (r->output_tokens ? 1.0 : 0.0);
     *out = r;
     return LLMLAB_OK;
 }

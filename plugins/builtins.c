@@ -3,6 +3,8 @@
 
 const llmlab_plugin_entry_fn llmlab_builtin_plugins[] = {
     llmlab_builtin_autoregressive,
+    llmlab_builtin_speculative,
+    llmlab_builtin_self_speculative,
     llmlab_builtin_dense,
     llmlab_builtin_quant_none,
     llmlab_builtin_fcfs,

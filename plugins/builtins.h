@@ -7,6 +7,8 @@
 #include "llmlab/plugin.h"
 
 const llmlab_plugin_desc *llmlab_builtin_autoregressive(uint32_t, uint32_t, const llmlab_host *);
+const llmlab_plugin_desc *llmlab_builtin_speculative(uint32_t, uint32_t, const llmlab_host *);
+const llmlab_plugin_desc *llmlab_builtin_self_speculative(uint32_t, uint32_t, const llmlab_host *);
 const llmlab_plugin_desc *llmlab_builtin_dense(uint32_t, uint32_t, const llmlab_host *);
 const llmlab_plugin_desc *llmlab_builtin_quant_none(uint32_t, uint32_t, const llmlab_host *);
 const llmlab_plugin_desc *llmlab_builtin_fcfs(uint32_t, uint32_t, const llmlab_host *);

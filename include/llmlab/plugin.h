@@ -182,8 +182,8 @@ typedef struct llmlab_host {
     void (*aux_close)(llmlab_aux *a);
     int (*aux_vocab)(const llmlab_aux *a);
     int (*aux_layers)(const llmlab_aux *a);
-    /* Runs t[n] in one batched forward; the new KV slots are kept (committed).
-     * logits: [rows flagged logits][vocab] in order. */
+    /* Runs t[n] batched (one forward per token-budget chunk); the new KV slots are
+     * kept (committed).  logits: [rows flagged logits][vocab] in order. */
     llmlab_status (*aux_forward)(llmlab_aux *a, const llmlab_aux_token *t, int n, float *logits,
                                  llmlab_err *err);
     int (*aux_kv_len)(const llmlab_aux *a, const llmlab_seq *s);
