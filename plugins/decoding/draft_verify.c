@@ -231,6 +231,9 @@ static int accept_sampled(dv_state *d, dv_seq *q, const float *const *rows, int3
         const float *qj = q->q + (size_t)j * (size_t)V;
         h->seq_probs(q->s, rows[j], d->p);
         int32_t x = q->drafts[j];
+#ifdef DV_TEST_BROKEN_RULE
+        continue; /* built only into a test plugin: accepting every draft lets q leak into the output */
+#endif
         double ratio = qj[x] > 0 ? (double)d->p[x] / (double)qj[x] : 0;
         if (uniform(h, q->s) < ratio) continue; /* accepted with probability min(1, p/q) */
         double sum = 0;
