@@ -19,6 +19,7 @@
 #include "generate.h"
 #include "lua_internal.h"
 #include "results.h"
+#include "derive.h"
 #include "synth.h"
 
 /* ---- shared helpers ---------------------------------------------------------------- */
@@ -128,6 +129,32 @@ static int l_synth(lua_State *L) {
     o.n_shards = llmlab_lua_opt_int(L, 1, "shards", 1);
     llmlab_err err = {0};
     if (llmlab_synth_write(&o, dir, &err)) return llmlab_lua_fail(L, &err);
+    lua_pushstring(L, dir);
+    return 1;
+}
+
+/* ---- llmlab.derive ------------------------------------------------------------------- */
+
+/* llmlab.derive{src=DIR, dir=OUT, layers=N, dtype=T} -> OUT: the source's first
+ * N layers in dtype T (a draft that agrees often with its source). */
+static int l_derive(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    static const char *const keys[] = {"src", "dir", "layers", "dtype", NULL};
+    llmlab_lua_check_keys(L, 1, "llmlab.derive", keys);
+    const char *src = llmlab_lua_opt_str(L, 1, "src", NULL), *dir = llmlab_lua_opt_str(L, 1, "dir", NULL);
+    if (!src || !dir) return luaL_error(L, "llmlab.derive: 'src' and 'dir' are required");
+    llmlab_model *m = NULL;
+    llmlab_err err = {0};
+    if (llmlab_model_load(&m, src, &err)) return llmlab_lua_fail(L, &err);
+    llmlab_derive_opts o = {m->cfg.torch_dtype, llmlab_lua_opt_int(L, 1, "layers", 0)};
+    const char *dt = llmlab_lua_opt_str(L, 1, "dtype", NULL);
+    if (dt && llmlab_dtype_parse(dt, &o.dtype)) {
+        llmlab_model_free(m);
+        return luaL_error(L, "llmlab.derive: dtype '%s' is not f32, f16 or bf16", dt);
+    }
+    llmlab_status st = llmlab_derive_write(m, &o, dir, &err);
+    llmlab_model_free(m);
+    if (st) return llmlab_lua_fail(L, &err);
     lua_pushstring(L, dir);
     return 1;
 }
@@ -357,7 +384,7 @@ static void open_module(lua_State *L, const llmlab_lua_opts *o) {
     lua_pop(L, 1);
     llmlab_lua_open_engine(L);
     llmlab_lua_open_results(L);
-    static const luaL_Reg fns[] = {{"synth", l_synth},     {"model", l_model},
+    static const luaL_Reg fns[] = {{"synth", l_synth},     {"derive", l_derive},     {"model", l_model},
                                    {"engine", llmlab_lua_engine_new}, {"workload", l_workload},
                                    {"results", llmlab_lua_results_new}, {"plugins", l_plugins},
                                    {"load_plugin", l_load_plugin}, {NULL, NULL}};

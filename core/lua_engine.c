@@ -68,7 +68,14 @@ static void read_choice(lua_State *L, int opts, const char *kind, llmlab_plugin_
                 }
                 break;
             case LUA_TSTRING: v->kind = LLMLAB_VAL_STRING; v->s = lua_tostring(L, -1); break;
-            default: luaL_error(L, "llmlab.engine: %s parameter '%s' must be a number, string or boolean", kind, v->key);
+            case LUA_TUSERDATA: { /* a model (e.g. a speculative draft) stands for its directory */
+                llmlab_lua_model *mu = luaL_testudata(L, -1, "llmlab.model");
+                if (!mu) luaL_error(L, "llmlab.engine: %s parameter '%s' must be a number, string, boolean or model", kind, v->key);
+                v->kind = LLMLAB_VAL_STRING;
+                v->s = mu->m->path;
+                break;
+            }
+            default: luaL_error(L, "llmlab.engine: %s parameter '%s' must be a number, string, boolean or model", kind, v->key);
             }
         } else if (!(lua_type(L, -2) == LUA_TNUMBER && lua_tointeger(L, -2) == 1)) {
             luaL_error(L, "llmlab.engine: %s: parameters are written key = value", kind);
@@ -236,6 +243,16 @@ static int result_gc(lua_State *L) {
     return 0;
 }
 
+/* Pushes {name = run total} of the plugin counters (e.g. drafted, accepted). */
+static void push_metric_totals(lua_State *L, const llmlab_run_result *r) {
+    lua_newtable(L);
+    for (int m = 0; m < r->n_metrics; m++) {
+        double sum = 0;
+        for (int i = 0; i < r->n_reqs; i++) sum += r->metrics[(size_t)m * (size_t)r->n_reqs + (size_t)i];
+        setnum(L, r->metric_names[m], sum);
+    }
+}
+
 /* e:run(workload) -> {summary=..., requests=..., steps=..., _run=<userdata>} */
 static int engine_run(lua_State *L) {
     lua_engine *u = luaL_checkudata(L, 1, "llmlab.engine");
@@ -284,6 +301,8 @@ static int engine_run(lua_State *L) {
     setnum(L, "wall_s", r->wall_s);
     setnum(L, "output_tok_per_s", r->output_tok_per_s);
     setnum(L, "mean_accepted", r->mean_accepted);
+    push_metric_totals(L, r);
+    lua_setfield(L, -2, "metrics");
     lua_setfield(L, -2, "summary");
     lua_createtable(L, r->n_reqs, 0);
     for (int i = 0; i < r->n_reqs; i++) {
@@ -293,8 +312,12 @@ static int engine_run(lua_State *L) {
         setint(L, "output_len", r->output_len[i]);
         setnum(L, "ttft_s", r->first_token_s[i] - r->arrival_s[i]);
         setnum(L, "latency_s", r->finish_s[i] - r->arrival_s[i]);
+        setint(L, "target_forwards", r->forwards[i]);
         push_tokens(L, r->output[i], r->output_len[i]);
         lua_setfield(L, -2, "tokens");
+        lua_newtable(L);
+        for (int m = 0; m < r->n_metrics; m++) setnum(L, r->metric_names[m], r->metrics[(size_t)m * (size_t)r->n_reqs + (size_t)i]);
+        lua_setfield(L, -2, "metrics");
         lua_rawseti(L, -2, i + 1);
     }
     lua_setfield(L, -2, "requests");

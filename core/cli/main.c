@@ -17,13 +17,14 @@ static const command commands[] = {
     {"plugins", llmlab_cmd_plugins, "list registered plugins with their parameters"},
     {"generate", llmlab_cmd_generate, "generate text or token ids from a model directory"},
     {"synth", llmlab_cmd_synth, "write a seeded random-weight model in Hugging Face layout"},
+    {"derive", llmlab_cmd_derive, "copy a model keeping its first layers and/or in another dtype (drafts)"},
     {"bench", llmlab_cmd_bench, "measure prefill/decode speed against memory bandwidth"},
 };
 
 static void usage(FILE *f) {
     fprintf(f, "usage: llmlab COMMAND [ARGS...]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].doc);
+        fprintf(f, "  %-13s %s\n", commands[i].name, commands[i].doc);
     fprintf(f, "\n`llmlab COMMAND --help` describes a command.  `llmlab --version` prints the version.\n");
 }
 

@@ -307,6 +307,8 @@ llmlab_status dv_verify(void *self, llmlab_seq *s, llmlab_step *st, llmlab_err *
     if (k > 0 || q->draft_forwards > 0) {
         h->metric_add(s, "drafted", k);
         h->metric_add(s, "accepted", j);
+        /* per-token acceptance a = accepted / (accepted + rejections) */
+        h->metric_add(s, "rejections", j < k ? 1 : 0);
         h->metric_add(s, "draft_forwards", q->draft_forwards);
     }
     adapt(d, q, j);
