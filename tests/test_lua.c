@@ -125,3 +125,33 @@ Test(lua, quickstart_runs) {
     snprintf(h5, sizeof h5, "%s/q.h5", g_dir);
     cr_assert_eq(access(h5, R_OK), 0);
 }
+
+/* A speculative run from Lua: a derived draft passed as a model object, counters
+ * in the summary, and m_* columns in the requests, steps and summary tables. */
+Test(lua, speculative_run_records_draft_counters) {
+    if (system("command -v h5dump >/dev/null 2>&1") != 0) cr_skip_test("h5dump (hdf5-tools) not installed");
+    const char *s =
+        "local t = llmlab.synth{dir = 't', preset = 'tiny', seed = 3}\n"
+        "local d = llmlab.model{path = llmlab.derive{src = t, dir = 'd', dtype = 'bf16'}}\n"
+        "local m = llmlab.model{path = t}\n"
+        "local w = llmlab.workload{lengths = {5, 12, 7}, max_new = 10, vocab = m.vocab}\n"
+        "local ar = llmlab.engine{model = m, sched = {'continuous', max_batch = 3}}:run(w)\n"
+        "local e = llmlab.engine{model = m, decoding = {'speculative', draft = d, k = 3},\n"
+        "                        sched = {'continuous', max_batch = 3}}\n"
+        "local r = e:run(w)\n"
+        "for i, q in ipairs(r.requests) do\n"
+        "  assert(table.concat(q.tokens, ',') == table.concat(ar.requests[i].tokens, ','), 'greedy differs')\n"
+        "end\n"
+        "llmlab.results('s.h5'):write('spec', r)\n"
+        "print(r.summary.metrics.drafted > 0, r.summary.metrics.accepted <= r.summary.metrics.drafted,\n"
+        "      r.summary.mean_accepted >= 1)\n";
+    cr_assert_eq(run_script("spec.lua", s, NULL), 0, "%s", err);
+    cr_assert_str_eq(out, "true\ttrue\ttrue\n");
+    char cmd[1024];
+    static char dump[1 << 20], derr[4096];
+    snprintf(cmd, sizeof cmd, "h5dump -H %s/s.h5", g_dir);
+    cr_assert_eq(proc_run(cmd, dump, sizeof dump, derr, sizeof derr), 0, "%s", derr);
+    const char *must[] = {"\"m_drafted\"", "\"m_accepted\"", "\"m_rejections\"", "\"m_draft_forwards\"", "\"accepted\"",
+                          "ATTRIBUTE \"draft\"", "ATTRIBUTE \"k\""};
+    for (size_t i = 0; i < sizeof must / sizeof must[0]; i++) cr_assert(strstr(dump, must[i]), "h5dump lacks %s", must[i]);
+}
