@@ -44,11 +44,13 @@ static void check_lossless(const fixture_model *t, const char *what, const char 
     dc_requests_make(&rq, 6, t->m->cfg.vocab_size, 3, 40, 1, 24, seed);
     dc_opts ar = {.max_batch = 1, .seed = seed};
     llmlab_run_result *want = dc_run(t->m, g_reg, &ar, &rq);
-    for (int batch = 1; batch <= 4; batch += 3) {
-        dc_opts o = {.decoding = decoding, .kv = kv, .n_kv = n_kv, .max_batch = batch, .seed = seed};
+    for (int run = 0; run < 3; run++) { /* continuous batch 1 and 4, static (fcfs) batch 4 */
+        int batch = run == 0 ? 1 : 4;
+        const char *sched = run == 2 ? "fcfs" : "continuous";
+        dc_opts o = {.decoding = decoding, .kv = kv, .n_kv = n_kv, .sched = sched, .max_batch = batch, .seed = seed};
         llmlab_run_result *got = dc_run(t->m, g_reg, &o, &rq);
         char label[160];
-        snprintf(label, sizeof label, "%s, batch %d", what, batch);
+        snprintf(label, sizeof label, "%s, %s batch %d", what, sched, batch);
         dc_assert_same(want, got, label);
         cr_assert_geq(got->mean_accepted, 1.0, "%s: mean accepted %g", label, got->mean_accepted);
         /* Every decoding forward drafts min(k, remaining - 1) tokens: the draft's cache
