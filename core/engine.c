@@ -139,7 +139,10 @@ static int32_t host_slot_pos(const llmlab_seq *s, int slot) {
 
 static int host_step_add(llmlab_step *st, llmlab_seq *s, int32_t token, int32_t pos, int flags, int parent) {
     int i = llmlab_batch_add(st->b, token, s->kv, pos, (uint8_t)flags, parent);
-    if (i >= 0) st->owner[i] = s;
+    if (i >= 0) {
+        st->owner[i] = s;
+        st->masked[i] = 0; /* a fresh token keeps its parent chain until step_see says otherwise */
+    }
     return i;
 }
 

@@ -6,6 +6,10 @@
  * (projections 1/sqrt(fan_in), norms 1 +- 0.1, LM head 2/sqrt(dim) so logits
  * spread over several units), rounded to f16/bf16 by dtype.h.
  *
+ * With medusa_heads > 0, medusa_lm_head.safetensors gets that many random Medusa
+ * heads in the Medusa project's layout (plugins/decoding/medusa_heads.h), in the
+ * model's dtype, seeded like every other tensor.
+ *
  * Files are streamed: the safetensors header goes first with precomputed
  * offsets, then each tensor in chunks, so even the 16 GB llama3-8b preset never
  * holds more than one chunk in memory.  Every file is written to a temp name,
@@ -167,6 +171,25 @@ static llmlab_status plan_build(plan_t *p, const llmlab_config *c, llmlab_dtype 
     for (int i = 0; i < c->n_layers; i++) plan_layer(p, c, i, dt);
     plan_add(p, "model.norm.weight", c->dim, 0, T_NORM, 0, dt);
     if (!c->tie_embeddings) plan_add(p, "lm_head.weight", c->vocab_size, c->dim, T_RANDOM, head_sd, dt);
+    return LLMLAB_OK;
+}
+
+/* Random Medusa heads in Medusa's medusa_lm_head layout: per head one ResBlock
+ * ("{h}.0.linear.weight" [dim][dim], "{h}.0.linear.bias" [dim]) and the vocabulary
+ * projection "{h}.1.weight" [vocab][dim] at the LM head's scale. */
+static llmlab_status plan_medusa(plan_t *p, const llmlab_config *c, int heads, llmlab_dtype dt, llmlab_err *err) {
+    p->n = 0;
+    p->t = calloc((size_t)heads * 3, sizeof *p->t);
+    if (!p->t) return llmlab_err_set(err, LLMLAB_ENOMEM, "synth: out of memory");
+    char n[96];
+    for (int h = 0; h < heads; h++) {
+        snprintf(n, sizeof n, "%d.0.linear.weight", h);
+        plan_add(p, n, c->dim, c->dim, T_RANDOM, 1.0f / sqrtf((float)c->dim), dt);
+        snprintf(n, sizeof n, "%d.0.linear.bias", h);
+        plan_add(p, n, c->dim, 0, T_RANDOM, 0.1f, dt);
+        snprintf(n, sizeof n, "%d.1.weight", h);
+        plan_add(p, n, c->vocab_size, c->dim, T_RANDOM, 2.0f / sqrtf((float)c->dim), dt);
+    }
     return LLMLAB_OK;
 }
 
@@ -394,10 +417,13 @@ llmlab_status llmlab_synth_write_ex(const llmlab_synth_opts *o, const char *dir,
     char *json = NULL;
     llmlab_status s = synth_config(o, &c, &json, err);
     if (s) return s;
-    plan_t p = {0};
+    plan_t p = {0}, mp = {0};
     s = plan_build(&p, &c, o->dtype, err);
     if (!s && (o->n_shards < 1 || o->n_shards > p.n || o->n_shards > 99999))
         s = llmlab_err_set(err, LLMLAB_EINVAL, "synth: %d shards for %d tensors", o->n_shards, p.n);
+    if (!s && (o->medusa_heads < 0 || o->medusa_heads > 64))
+        s = llmlab_err_set(err, LLMLAB_EINVAL, "synth: %d Medusa heads (0..64)", o->medusa_heads);
+    if (!s && o->medusa_heads > 0) s = plan_medusa(&mp, &c, o->medusa_heads, o->dtype, err);
     if (!s) s = make_dirs(dir, err);
     char *cpath = s ? NULL : join(dir, "config.json");
     if (!s) s = cpath ? write_text_atomic(cpath, json, err) : llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
@@ -405,11 +431,18 @@ llmlab_status llmlab_synth_write_ex(const llmlab_synth_opts *o, const char *dir,
     if (!s) {
         plan_shards(&p, o->n_shards);
         for (int i = 0; i < p.n; i++) g.total += p.t[i].bytes;
+        for (int i = 0; i < mp.n; i++) g.total += mp.t[i].bytes;
         g.vals = malloc(SYNTH_CHUNK * sizeof *g.vals);
         g.bytes = malloc(SYNTH_CHUNK * sizeof *g.vals);
         if (!g.vals || !g.bytes) s = llmlab_err_set(err, LLMLAB_ENOMEM, "synth: out of memory");
     }
     if (!s) s = write_weights(&g, &p, o->n_shards, dir, err);
+    if (!s && mp.n) {
+        char *mpath = join(dir, "medusa_lm_head.safetensors");
+        s = mpath ? write_shard(&g, &mp, 0, mpath, err) : llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+        free(mpath);
+    }
+    free(mp.t);
     free(g.vals);
     free(g.bytes);
     free(cpath);

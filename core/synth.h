@@ -15,12 +15,15 @@ typedef struct {
     llmlab_dtype dtype;  /* storage dtype of every tensor */
     uint64_t seed;
     int n_shards;        /* 1: model.safetensors; >1: sharded with an index */
+    int medusa_heads;    /* > 0: also medusa_lm_head.safetensors with that many random
+                            Medusa heads (one ResBlock each, Medusa's layout) */
 } llmlab_synth_opts;
 
 /* Fills opts with a preset: "tiny", "tinyllama-1.1b", "llama3-8b".  Returns 0 or -1. */
 int llmlab_synth_preset(llmlab_synth_opts *opts, const char *name);
 
-/* Writes config.json + model.safetensors (or shards + index) into dir (created). */
+/* Writes config.json + model.safetensors (or shards + index) into dir (created),
+ * and medusa_lm_head.safetensors when opts->medusa_heads > 0. */
 llmlab_status llmlab_synth_write(const llmlab_synth_opts *opts, const char *dir, llmlab_err *err);
 
 /* As llmlab_synth_write, calling progress (when non-NULL) after each tensor with

@@ -7,6 +7,7 @@
 #include "core/engine.h"
 #include "core/generate.h"
 #include "core/rng.h"
+#include "util/decode_check.h"
 #include "util/fixture_model.h"
 
 static llmlab_registry *g_reg;
@@ -144,4 +145,83 @@ Test(engine, unknown_plugin_and_bad_params_are_named) {
     o = (llmlab_engine_opts){.registry = g_reg, .sched = {"fcfs", &v, 1}};
     cr_assert_eq(llmlab_engine_create(&e, g_fm.m, &o, &err), LLMLAB_EINVAL);
     cr_assert(strstr(err.msg, "sched plugin 'fcfs'") && strstr(err.msg, "max_batch"), "%s", err.msg);
+}
+
+/* ---- mask visibility (step_see) next to other sequences ------------------------------ */
+
+/* A decoding plugin that forwards the root and one guess (the root token again)
+ * whose visibility is given with step_see, then verifies greedily: its output must
+ * be greedy decoding's while other sequences prefill in the same steps. */
+typedef struct {
+    const llmlab_host *h;
+} see_state;
+
+static llmlab_status see_create(void **self, const llmlab_host *h, llmlab_engine *e, const llmlab_params *p,
+                                llmlab_err *err) {
+    see_state *s = h->alloc(sizeof *s);
+    if (!s) return LLMLAB_ENOMEM;
+    s->h = h;
+    *self = s;
+    return LLMLAB_OK;
+}
+static void see_destroy(void *self) {
+    if (self) ((see_state *)self)->h->free(self);
+}
+static llmlab_status see_begin(void *self, llmlab_seq *s, llmlab_err *err) { return LLMLAB_OK; }
+static void see_end(void *self, llmlab_seq *s) {}
+static int see_max(void *self) { return 2; }
+
+static llmlab_status see_propose(void *self, llmlab_seq *s, llmlab_step *st, llmlab_err *err) {
+    const llmlab_host *H = ((see_state *)self)->h;
+    int32_t last = H->seq_tokens(s)[H->seq_len(s) - 1];
+    int root = H->step_add(st, s, last, H->seq_kv_len(s), LLMLAB_ROW_LOGITS, -1);
+    if (H->seq_remaining(s) < 2) return root < 0 ? LLMLAB_ENOKV : LLMLAB_OK;
+    int guess = H->step_add(st, s, last, H->seq_kv_len(s) + 1, LLMLAB_ROW_LOGITS, -1);
+    if (guess < 0) return LLMLAB_ENOKV;
+    H->step_see(st, guess, root);
+    return LLMLAB_OK;
+}
+
+static llmlab_status see_verify(void *self, llmlab_seq *s, llmlab_step *st, llmlab_err *err) {
+    const llmlab_host *H = ((see_state *)self)->h;
+    int rows[512];
+    int n = H->step_rows(st, s, rows, 512);
+    /* one guess when the last two rows both carry logits; the prompt's rows have one */
+    int k = n >= 2 && H->step_logits(st, rows[n - 2]) ? 1 : 0;
+    int *mine = rows + (n - 1 - k);
+    const float *l0 = H->step_logits(st, mine[0]);
+    if (!l0) return LLMLAB_EINVAL;
+    int32_t out[2], slots[2];
+    int n_out = 0, n_slots = 0;
+    int32_t t0 = H->seq_sample(s, l0);
+    if (H->step_slot(st, mine[0]) >= H->seq_kv_len(s)) slots[n_slots++] = H->step_slot(st, mine[0]);
+    out[n_out++] = t0;
+    if (k == 1 && H->seq_tokens(s)[H->seq_len(s) - 1] == t0) { /* the guess was right */
+        slots[n_slots++] = H->step_slot(st, mine[1]);
+        out[n_out++] = H->seq_sample(s, H->step_logits(st, mine[1]));
+    }
+    llmlab_status r = n_slots ? H->seq_kv_keep(s, slots, n_slots, err) : LLMLAB_OK;
+    return r ? r : H->seq_accept(s, out, n_out, err);
+}
+
+static const llmlab_decoding_ops see_ops = {sizeof see_ops, see_create, see_destroy, see_begin, see_end,
+                                            see_propose, see_verify, NULL, see_max};
+static const llmlab_plugin_desc see_desc = LLMLAB_PLUGIN_DESC_INIT(
+    LLMLAB_PLUGIN_DECODING, "test_see", "1.0", "root + one guess seen through step_see", NULL, 0, &see_ops);
+static const llmlab_plugin_desc *see_entry(uint32_t a, uint32_t b, const llmlab_host *h) { return &see_desc; }
+
+Test(engine, step_see_sequences_beside_prefills_equal_greedy) {
+    uint64_t seed = fixture_seed("engine-step-see");
+    llmlab_err err = {0};
+    cr_assert_eq(llmlab_registry_add(g_reg, see_entry, "test", &err), LLMLAB_OK, "%s", err.msg);
+    dc_requests rq;
+    dc_requests_make(&rq, 10, g_fm.m->cfg.vocab_size, 2, 30, 1, 20, seed);
+    dc_opts ar = {.max_batch = 1, .seed = seed};
+    llmlab_run_result *want = dc_run(g_fm.m, g_reg, &ar, &rq);
+    dc_opts see = {.decoding = "test_see", .max_batch = 4, .seed = seed};
+    llmlab_run_result *got = dc_run(g_fm.m, g_reg, &see, &rq);
+    dc_assert_same(want, got, "step_see chain at batch 4 with staggered admissions");
+    llmlab_run_result_free(want);
+    llmlab_run_result_free(got);
+    dc_requests_free(&rq);
 }

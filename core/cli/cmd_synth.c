@@ -1,6 +1,6 @@
 /* cmd_synth.c - `llmlab synth`: write a seeded random-weight model directory.
  *
- *   llmlab synth OUT_DIR [--preset NAME] [--arch A] [--vocab N] ... [--shards N]
+ *   llmlab synth OUT_DIR [--preset NAME] [--arch A] [--vocab N] ... [--shards N] [--medusa K]
  *
  * The preset is applied first and every other option overrides it, whatever the
  * order on the command line.  Usage errors exit 2, write errors exit 1.
@@ -30,7 +30,10 @@ static void synth_usage(FILE *f) {
             "  --seed S            random seed (default 0)\n"
             "  --tie               tie the LM head to the embedding\n"
             "  --qkv-bias          q/k/v projection biases (Qwen2 layout)\n"
-            "  --shards N          write N shards + model.safetensors.index.json\n");
+            "  --shards N          write N shards + model.safetensors.index.json\n"
+            "  --medusa K          also write OUT_DIR/medusa_lm_head.safetensors: K random Medusa heads\n"
+            "                      (one ResBlock each, Medusa's layout, the model's dtype; for the\n"
+            "                      medusa decoding plugin; train real ones with `llmlab train-medusa`)\n");
 }
 
 static int parse_int(const char *opt, const char *v, long lo, long hi, int *out) {
@@ -98,6 +101,7 @@ static int apply_valued(synth_args *a, const char *name, const char *v) {
     if (!strcmp(name, "--max-pos")) return parse_int(name, v, 1, 1L << 30, &c->max_pos);
     if (!strcmp(name, "--sliding-window")) return parse_int(name, v, 0, 1L << 30, &c->sliding_window);
     if (!strcmp(name, "--shards")) return parse_int(name, v, 1, 99999, &a->o.n_shards);
+    if (!strcmp(name, "--medusa")) return parse_int(name, v, 1, 64, &a->o.medusa_heads);
     if (!strcmp(name, "--rope-theta")) return parse_pos_float(name, v, &c->rope_theta);
     if (!strcmp(name, "--eps")) return parse_pos_float(name, v, &c->rms_eps);
     if (!strcmp(name, "--head-dim")) {
@@ -129,7 +133,8 @@ static int apply_valued(synth_args *a, const char *name, const char *v) {
 static int is_valued(const char *name) {
     static const char *const known[] = {"--preset", "--arch", "--vocab", "--dim", "--layers", "--heads",
                                         "--kv-heads", "--ffn", "--head-dim", "--max-pos", "--rope-theta",
-                                        "--eps", "--sliding-window", "--dtype", "--seed", "--shards"};
+                                        "--eps", "--sliding-window", "--dtype", "--seed", "--shards",
+                                        "--medusa"};
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         if (!strcmp(name, known[i])) return 1;
     return 0;
@@ -234,5 +239,7 @@ int llmlab_cmd_synth(int argc, char **argv) {
         return 1;
     }
     printf("wrote %s (%llu parameters)\n", a.dir, (unsigned long long)llmlab_synth_param_count(&check));
+    if (a.o.medusa_heads > 0)
+        printf("wrote %s/medusa_lm_head.safetensors (%d Medusa heads)\n", a.dir, a.o.medusa_heads);
     return 0;
 }

@@ -17,6 +17,7 @@ static const command commands[] = {
     {"plugins", llmlab_cmd_plugins, "list registered plugins with their parameters"},
     {"generate", llmlab_cmd_generate, "generate text or token ids from a model directory"},
     {"synth", llmlab_cmd_synth, "write a seeded random-weight model in Hugging Face layout"},
+    {"train-medusa", llmlab_cmd_train_medusa, "train Medusa heads for a model (CPU), for the medusa plugin"},
     {"derive", llmlab_cmd_derive, "copy a model keeping its first layers and/or in another dtype (drafts)"},
     {"bench", llmlab_cmd_bench, "measure prefill/decode speed against memory bandwidth"},
 };
