@@ -163,11 +163,6 @@ static llmlab_run_result *check_lossless(const fixture_model *t, const dc_reques
     return last;
 }
 
-static void make_repetitive(dc_requests *rq, int n, int vocab, uint64_t seed) {
-    dc_requests_make_repetitive(rq, n, vocab, 48, 6, 40, seed);
-    for (int i = 0; i < n; i++) rq->reqs[i].max_new = 9 + 5 * i;
-}
-
 Test(lookahead, greedy_equals_autoregressive_on_three_shapes, .timeout = 900) {
     uint64_t seed = fixture_seed("lookahead-greedy");
     for (int i = 0; i < 3; i++) {
@@ -176,7 +171,7 @@ Test(lookahead, greedy_equals_autoregressive_on_three_shapes, .timeout = 900) {
         int V = t.m->cfg.vocab_size;
         dc_requests rnd, rep;
         dc_requests_make(&rnd, 6, V, 3, 40, 1, 30, seed + 10 + (uint64_t)i);
-        make_repetitive(&rep, 6, V, seed + 20 + (uint64_t)i);
+        dc_requests_make_staggered_repetitive(&rep, 6, V, seed + 20 + (uint64_t)i);
         for (int c = 0; c < n_configs; c++) {
             char what[160];
             snprintf(what, sizeof what, "shape %s, random prompts", fixture_shapes[i].name);
@@ -197,7 +192,7 @@ Test(lookahead, acceptance_figures) {
     fixture_model t;
     fixture_load(&t, &fixture_shapes[0], seed);
     dc_requests rep, rnd;
-    make_repetitive(&rep, 8, t.m->cfg.vocab_size, seed + 1);
+    dc_requests_make_staggered_repetitive(&rep, 8, t.m->cfg.vocab_size, seed + 1);
     dc_requests_make(&rnd, 8, t.m->cfg.vocab_size, 8, 40, 16, 40, seed + 2);
     for (int c = 0; c < n_configs; c++) {
         llmlab_run_result *r = check_lossless(&t, &rep, &configs[c], "repetitive", seed);

@@ -106,12 +106,6 @@ static llmlab_run_result *check_lossless(const fixture_model *t, const dc_reques
     return last;
 }
 
-/* Repetitive prompts with max_new 9, 14, 19, ... so sequences finish apart. */
-static void make_repetitive(dc_requests *rq, int n, int vocab, uint64_t seed) {
-    dc_requests_make_repetitive(rq, n, vocab, 48, 6, 40, seed);
-    for (int i = 0; i < n; i++) rq->reqs[i].max_new = 9 + 5 * i;
-}
-
 Test(prompt_lookup, greedy_equals_autoregressive_on_three_shapes, .timeout = 600) {
     uint64_t seed = fixture_seed("prompt-lookup-greedy");
     const char *kv_default[] = {"temperature=0"};
@@ -126,7 +120,7 @@ Test(prompt_lookup, greedy_equals_autoregressive_on_three_shapes, .timeout = 600
         snprintf(what, sizeof what, "shape %s, random prompts", fixture_shapes[i].name);
         llmlab_run_result_free(check_lossless(&t, &rq, kv_default, 1, what, seed));
         dc_requests_free(&rq);
-        make_repetitive(&rq, 6, V, seed + 20 + (uint64_t)i);
+        dc_requests_make_staggered_repetitive(&rq, 6, V, seed + 20 + (uint64_t)i);
         snprintf(what, sizeof what, "shape %s, repetitive prompts", fixture_shapes[i].name);
         llmlab_run_result_free(check_lossless(&t, &rq, kv_default, 1, what, seed));
         snprintf(what, sizeof what, "shape %s, repetitive prompts, 2-grams, 3 drafts", fixture_shapes[i].name);
@@ -141,7 +135,7 @@ Test(prompt_lookup, repetitive_prompts_accept_drafts) {
     fixture_model t;
     fixture_load(&t, &fixture_shapes[0], seed);
     dc_requests rep, rnd;
-    make_repetitive(&rep, 8, t.m->cfg.vocab_size, seed + 1);
+    dc_requests_make_staggered_repetitive(&rep, 8, t.m->cfg.vocab_size, seed + 1);
     dc_requests_make(&rnd, 8, t.m->cfg.vocab_size, 8, 40, 16, 40, seed + 2);
     const char *kv[] = {"temperature=0"};
     llmlab_run_result *r = check_lossless(&t, &rep, kv, 1, "repetitive", seed);

@@ -13,6 +13,7 @@
 #include "core/engine.h"
 #include "util/decode_check.h"
 #include "util/fixture_model.h"
+#include "util/kv_snapshot.h"
 
 static llmlab_registry *g_reg;
 
@@ -122,40 +123,6 @@ Test(speculative, skipping_middle_layers_is_lossless_and_drafts_agree_sometimes)
 
 /* ---- the KV cache after acceptance ------------------------------------------------ */
 
-typedef struct {
-    int n;
-    int len[16];
-    float *rows[16];   /* [len][layers][2][kv_dim] */
-    int32_t *pos[16];  /* [len] */
-} kv_snap;
-
-static void snap_finish(void *user, llmlab_engine *e, int req_id, int kv_seq) {
-    kv_snap *s = user;
-    llmlab_kv *kv = llmlab_engine_kv(e);
-    int len = llmlab_kv_len(kv, kv_seq), L = kv->o.n_layers;
-    size_t rf = kv->row_floats;
-    cr_assert_lt(req_id, 16);
-    s->len[req_id] = len;
-    s->rows[req_id] = malloc((size_t)len * (size_t)L * 2 * rf * sizeof(float));
-    s->pos[req_id] = malloc((size_t)len * sizeof(int32_t));
-    for (int slot = 0; slot < len; slot++) {
-        s->pos[req_id][slot] = llmlab_kv_slot_pos(kv, kv_seq, slot);
-        for (int l = 0; l < L; l++) {
-            float *dst = s->rows[req_id] + ((size_t)slot * (size_t)L + (size_t)l) * 2 * rf;
-            memcpy(dst, llmlab_kv_k_row(kv, kv_seq, slot, l), rf * sizeof(float));
-            memcpy(dst + rf, llmlab_kv_v_row(kv, kv_seq, slot, l), rf * sizeof(float));
-        }
-    }
-    s->n++;
-}
-
-static void snap_free(kv_snap *s) {
-    for (int i = 0; i < 16; i++) {
-        free(s->rows[i]);
-        free(s->pos[i]);
-    }
-}
-
 Test(speculative, kv_cache_after_acceptance_equals_autoregressive) {
     uint64_t seed = fixture_seed("speculative-kv");
     fixture_model t, d;
@@ -163,37 +130,26 @@ Test(speculative, kv_cache_after_acceptance_equals_autoregressive) {
     load_draft(&d, &fixture_shapes[2], seed + 1);
     dc_requests rq;
     dc_requests_make(&rq, 5, t.m->cfg.vocab_size, 4, 30, 2, 20, seed);
-    kv_snap want = {0}, got = {0}, self = {0};
-    dc_opts ar = {.max_batch = 2, .seed = seed, .on_finish = snap_finish, .on_finish_user = &want};
+    kv_snapshot want = {0}, got = {0}, self = {0};
+    dc_opts ar = {.max_batch = 2, .seed = seed, .on_finish = kvs_on_finish, .on_finish_user = &want};
     llmlab_run_result_free(dc_run(t.m, g_reg, &ar, &rq));
     char dkv[300];
     snprintf(dkv, sizeof dkv, "draft=%s", d.dir);
     const char *kv[] = {dkv, "k=3"};
     dc_opts sp = {.decoding = "speculative", .kv = kv, .n_kv = 2, .max_batch = 3, .seed = seed,
-                  .on_finish = snap_finish, .on_finish_user = &got};
+                  .on_finish = kvs_on_finish, .on_finish_user = &got};
     llmlab_run_result_free(dc_run(t.m, g_reg, &sp, &rq));
     const char *kv_self[] = {"draft=self", "k=4"};
     dc_opts ss = {.decoding = "speculative", .kv = kv_self, .n_kv = 2, .max_batch = 4, .seed = seed,
-                  .on_finish = snap_finish, .on_finish_user = &self};
+                  .on_finish = kvs_on_finish, .on_finish_user = &self};
     llmlab_run_result_free(dc_run(t.m, g_reg, &ss, &rq));
     cr_assert_eq(want.n, rq.n);
-    kv_snap *cmp[2] = {&got, &self};
-    llmlab_kv_opts ko = {0};
-    (void)ko;
-    size_t row = (size_t)t.m->cfg.n_layers * 2 * (size_t)t.m->cfg.n_kv_heads * (size_t)t.m->cfg.head_dim;
-    for (int c = 0; c < 2; c++)
-        for (int i = 0; i < rq.n; i++) {
-            cr_assert_eq(cmp[c]->len[i], want.len[i], "run %d request %d: cache length %d, want %d", c, i,
-                         cmp[c]->len[i], want.len[i]);
-            cr_assert_eq(want.len[i], rq.reqs[i].prompt_len + rq.reqs[i].max_new - 1);
-            cr_assert(memcmp(cmp[c]->pos[i], want.pos[i], (size_t)want.len[i] * sizeof(int32_t)) == 0,
-                      "run %d request %d: slot positions differ", c, i);
-            cr_assert(memcmp(cmp[c]->rows[i], want.rows[i], (size_t)want.len[i] * row * sizeof(float)) == 0,
-                      "run %d request %d: K/V values differ from autoregressive decoding", c, i);
-        }
-    snap_free(&want);
-    snap_free(&got);
-    snap_free(&self);
+    for (int i = 0; i < rq.n; i++) cr_assert_eq(want.len[i], rq.reqs[i].prompt_len + rq.reqs[i].max_new - 1);
+    kvs_assert_same(&want, &got, rq.n, "random draft");
+    kvs_assert_same(&want, &self, rq.n, "self draft");
+    kvs_free(&want);
+    kvs_free(&got);
+    kvs_free(&self);
     dc_requests_free(&rq);
     fixture_free(&d);
     fixture_free(&t);

@@ -48,11 +48,4 @@ void medusa_heads_run(const medusa_heads *hd, int k, const float *x, int M, floa
  * index on ties, NaN never beats a number (llmlab_argmax's rule). */
 void medusa_topk(const float *x, int n, int k, int32_t *out);
 
-/* Writes a printf-style message into err (when non-NULL); returns code. */
-llmlab_status medusa_fail(llmlab_err *err, llmlab_status code, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-
 #endif

@@ -9,10 +9,10 @@
  *
  * Left out: sharing the early layers' KV between draft and target (LayerSkip's
  * cache reuse); here the draft recomputes them in its own cache. */
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "decode_util.h"
 #include "draft_verify.h"
 #include "plugins/builtins.h"
 #include "sampling_params.h"
@@ -51,18 +51,16 @@ static llmlab_status self_create(void **self, const llmlab_host *h, llmlab_engin
     int n = parse_layers(list, skip, 2 * L, L);
     llmlab_status r = LLMLAB_OK;
     if (n < 0) {
-        snprintf(err->msg, sizeof err->msg, "skip '%s': give layer indices and ranges in 0..%d, e.g. \"2,4-6\"", list, L - 1);
-        r = err->code = LLMLAB_EINVAL;
+        r = llmlab_dec_fail(err, LLMLAB_EINVAL, "skip '%s': give layer indices and ranges in 0..%d, e.g. \"2,4-6\"",
+                            list, L - 1);
     } else if (exit_layer > L) {
-        snprintf(err->msg, sizeof err->msg, "exit_layer %d: the model has %d layers", exit_layer, L);
-        r = err->code = LLMLAB_EINVAL;
+        r = llmlab_dec_fail(err, LLMLAB_EINVAL, "exit_layer %d: the model has %d layers", exit_layer, L);
     } else {
         if (exit_layer > 0) /* early exit after exit_layer layers: leave out the rest */
             for (int l = exit_layer; l < L; l++) skip[n++] = l;
-        if (n == 0) {
-            snprintf(err->msg, sizeof err->msg, "give skip (layers to leave out) or exit_layer: the draft would be the full model");
-            r = err->code = LLMLAB_EINVAL;
-        }
+        if (n == 0)
+            r = llmlab_dec_fail(err, LLMLAB_EINVAL,
+                                "give skip (layers to leave out) or exit_layer: the draft would be the full model");
     }
     llmlab_aux *draft = NULL;
     if (!r) r = h->aux_open(e, "self", skip, n, &draft, err);

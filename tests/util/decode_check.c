@@ -44,6 +44,11 @@ void dc_requests_make_repetitive(dc_requests *r, int n, int vocab, int len, int 
     }
 }
 
+void dc_requests_make_staggered_repetitive(dc_requests *r, int n, int vocab, uint64_t seed) {
+    dc_requests_make_repetitive(r, n, vocab, 48, 6, 40, seed);
+    for (int i = 0; i < n; i++) r->reqs[i].max_new = 9 + 5 * i;
+}
+
 void dc_requests_free(dc_requests *r) {
     free(r->reqs);
     free(r->tokens);

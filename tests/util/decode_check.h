@@ -35,6 +35,9 @@ void dc_requests_make(dc_requests *r, int n, int vocab, int min_len, int max_len
  * a random phrase of `phrase` tokens repeated with small mutations. */
 void dc_requests_make_repetitive(dc_requests *r, int n, int vocab, int len, int phrase, int max_new,
                                  uint64_t seed);
+/* The repetitive set the n-gram tests share: 48-token prompts repeating a
+ * 6-token phrase, max_new 9, 14, 19, ... so sequences finish apart. */
+void dc_requests_make_staggered_repetitive(dc_requests *r, int n, int vocab, uint64_t seed);
 void dc_requests_free(dc_requests *r);
 
 /* Creates an engine (asserting success) on m with the options. */
