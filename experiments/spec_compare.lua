@@ -4,6 +4,7 @@
 --
 --   llmlab run experiments/spec_compare.lua [--set out=results/spec_compare.h5]
 --     [--set reps=3 --set max_new=48 --set batch=1 --set dim=1024 --set layers=8]
+--     [--set medusa_heads=FILE]
 --
 -- Models (made here, seeded):
 --   target       a synthetic Llama (dim x layers, vocab 32000, f32)
@@ -72,7 +73,12 @@ local methods = {
 local registered = {}
 for _, p in ipairs(llmlab.plugins()) do registered[p.name] = true end
 if registered.prompt_lookup then table.insert(methods, {"prompt_lookup", {"prompt_lookup"}}) end
-if registered.lookahead then table.insert(methods, {"lookahead 4/4/4", {"lookahead", window = 4, ngram = 4, guess = 4}}) end
+if registered.lookahead then
+  table.insert(methods, {"lookahead 4/4/4", {"lookahead", window = 4, ngram = 4, guess = 4, prompt_ngrams = true}})
+end
+-- Medusa needs heads for this target: `llmlab synth ... --medusa K` (random) or
+-- `llmlab train-medusa -m TARGET --out FILE`; pass --set medusa_heads=FILE.
+if A.medusa_heads then table.insert(methods, {"medusa", {"medusa", heads = A.medusa_heads}}) end
 
 local rf = llmlab.results(out)
 os.remove(out)

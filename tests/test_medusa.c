@@ -19,6 +19,7 @@
 #include "plugins/decoding/medusa_tree.h"
 #include "util/decode_check.h"
 #include "util/fixture_model.h"
+#include "util/kv_snapshot.h"
 #include "util/fsutil.h"
 #include "util/proc.h"
 
@@ -67,14 +68,21 @@ static void kv_add(kv_list *l, const char *key, const char *value) {
     l->n++;
 }
 
-static llmlab_run_result *run_medusa(const llmlab_model *m, const kv_list *kv, int max_batch, const dc_requests *r,
-                                     uint64_t seed) {
-    dc_opts o = {.decoding = "medusa", .kv = kv->kv, .n_kv = kv->n, .max_batch = max_batch, .seed = seed};
+/* snap: when non-NULL, receives the KV cache each request leaves. */
+static llmlab_run_result *run_medusa_kv(const llmlab_model *m, const kv_list *kv, int max_batch, const dc_requests *r,
+                                        uint64_t seed, kv_snapshot *snap) {
+    dc_opts o = {.decoding = "medusa", .kv = kv->kv, .n_kv = kv->n, .max_batch = max_batch, .seed = seed,
+                 .on_finish = snap ? kvs_on_finish : NULL, .on_finish_user = snap};
     return dc_run(m, g_reg, &o, r);
 }
 
-static llmlab_run_result *run_greedy(const llmlab_model *m, int max_batch, const dc_requests *r) {
-    dc_opts o = {.max_batch = max_batch};
+static llmlab_run_result *run_medusa(const llmlab_model *m, const kv_list *kv, int max_batch, const dc_requests *r,
+                                     uint64_t seed) {
+    return run_medusa_kv(m, kv, max_batch, r, seed, NULL);
+}
+
+static llmlab_run_result *run_greedy(const llmlab_model *m, int max_batch, const dc_requests *r, kv_snapshot *snap) {
+    dc_opts o = {.max_batch = max_batch, .on_finish = snap ? kvs_on_finish : NULL, .on_finish_user = snap};
     return dc_run(m, g_reg, &o, r);
 }
 
@@ -113,14 +121,18 @@ Test(medusa, greedy_equals_autoregressive_on_three_shapes_batch_1_and_4) {
         char *heads = train_heads(&fm, 4, 150, seed + si, "medusa_lm_head.safetensors", NULL);
         dc_requests r;
         dc_requests_make(&r, 6, sh->vocab, 2, 24, 1, 40, seed + 17 * si);
-        llmlab_run_result *want = run_greedy(fm.m, 1, &r);
+        kv_snapshot want_kv = {0};
+        llmlab_run_result *want = run_greedy(fm.m, 1, &r, &want_kv);
         for (int batch = 1; batch <= 4; batch += 3) {
             kv_list kv = {0};
             kv_add(&kv, "heads", heads);
-            llmlab_run_result *got = run_medusa(fm.m, &kv, batch, &r, seed);
+            kv_snapshot got_kv = {0};
+            llmlab_run_result *got = run_medusa_kv(fm.m, &kv, batch, &r, seed, &got_kv);
             char what[96];
             snprintf(what, sizeof what, "medusa %s batch %d", sh->name, batch);
             dc_assert_same(want, got, what);
+            kvs_assert_same(&want_kv, &got_kv, r.n, what); /* the accepted path compacted exactly */
+            kvs_free(&got_kv);
             accepted += dc_metric(got, "accepted");
             drafted += dc_metric(got, "drafted");
             cr_assert_geq(got->mean_accepted, 1.0, "%s: mean accepted %g", what, got->mean_accepted);
@@ -138,6 +150,7 @@ Test(medusa, greedy_equals_autoregressive_on_three_shapes_batch_1_and_4) {
         dc_assert_same(want, got, "medusa default tree, fcfs batch 3");
         llmlab_run_result_free(got);
         llmlab_run_result_free(want);
+        kvs_free(&want_kv);
         dc_requests_free(&r);
         free(heads);
         fixture_free(&fm);
@@ -487,7 +500,7 @@ Test(medusa, synth_medusa_heads_load_and_decode_exactly) {
     kv_list kv = {0};
     kv_add(&kv, "heads", heads);
     kv_add(&kv, "tree", "0;1;2;0,0;1,0;0,0,0");
-    llmlab_run_result *want = run_greedy(m, 2, &r), *got = run_medusa(m, &kv, 2, &r, seed);
+    llmlab_run_result *want = run_greedy(m, 2, &r, NULL), *got = run_medusa(m, &kv, 2, &r, seed);
     dc_assert_same(want, got, "medusa with synth heads");
     llmlab_run_result_free(want);
     llmlab_run_result_free(got);
