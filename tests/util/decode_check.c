@@ -49,6 +49,20 @@ void dc_requests_make_staggered_repetitive(dc_requests *r, int n, int vocab, uin
     for (int i = 0; i < n; i++) r->reqs[i].max_new = 9 + 5 * i;
 }
 
+void dc_requests_make_acceptance_sets(dc_requests *rep, dc_requests *rnd, int vocab, uint64_t seed) {
+    dc_requests_make_staggered_repetitive(rep, 8, vocab, seed + 1);
+    dc_requests_make(rnd, 8, vocab, 8, 40, 16, 40, seed + 2);
+}
+
+void dc_report_acceptance(const char *what, const llmlab_run_result *rep, const llmlab_run_result *rnd) {
+    fprintf(stderr, "%s: repetitive prompts: mean accepted %.3f (drafted %.0f, accepted %.0f); "
+                    "random prompts: mean accepted %.3f (drafted %.0f, accepted %.0f)\n",
+            what, rep->mean_accepted, dc_metric(rep, "drafted"), dc_metric(rep, "accepted"), rnd->mean_accepted,
+            dc_metric(rnd, "drafted"), dc_metric(rnd, "accepted"));
+    cr_assert_geq(rep->mean_accepted, 1.0, "%s", what);
+    cr_assert_geq(rnd->mean_accepted, 1.0, "%s", what);
+}
+
 void dc_requests_free(dc_requests *r) {
     free(r->reqs);
     free(r->tokens);

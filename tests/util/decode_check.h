@@ -39,6 +39,12 @@ void dc_requests_make_repetitive(dc_requests *r, int n, int vocab, int len, int 
  * 6-token phrase, max_new 9, 14, 19, ... so sequences finish apart. */
 void dc_requests_make_staggered_repetitive(dc_requests *r, int n, int vocab, uint64_t seed);
 void dc_requests_free(dc_requests *r);
+/* The two prompt sets acceptance figures are quoted on: 8 staggered repetitive
+ * requests and 8 random ones (prompts 8..40, max_new 16..40). */
+void dc_requests_make_acceptance_sets(dc_requests *rep, dc_requests *rnd, int vocab, uint64_t seed);
+/* Prints one line of acceptance figures (mean accepted, drafted, accepted) for
+ * runs on those two sets, and asserts neither falls below 1 token per forward. */
+void dc_report_acceptance(const char *what, const llmlab_run_result *rep, const llmlab_run_result *rnd);
 
 /* Creates an engine (asserting success) on m with the options. */
 llmlab_engine *dc_engine(const llmlab_model *m, const llmlab_registry *reg, const dc_opts *o);
