@@ -15,8 +15,9 @@ llmlab_batch *llmlab_batch_create(int cap) {
     b->pos = malloc((size_t)cap * sizeof *b->pos);
     b->flags = malloc((size_t)cap);
     b->parent = malloc((size_t)cap * sizeof *b->parent);
+    b->mass_mode = calloc((size_t)cap, 1);
     b->mask = calloc((size_t)cap * (size_t)b->mask_words, sizeof *b->mask);
-    if (!b->token || !b->seq || !b->pos || !b->flags || !b->parent || !b->mask) {
+    if (!b->token || !b->seq || !b->pos || !b->flags || !b->parent || !b->mass_mode || !b->mask) {
         llmlab_batch_free(b);
         return NULL;
     }
@@ -31,6 +32,7 @@ void llmlab_batch_free(llmlab_batch *b) {
     free(b->pos);
     free(b->flags);
     free(b->parent);
+    free(b->mass_mode);
     free(b->mask);
     free(b);
 }
@@ -52,6 +54,7 @@ int llmlab_batch_add(llmlab_batch *b, int32_t token, int32_t seq, int32_t pos, u
     b->pos[i] = pos;
     b->flags[i] = flags;
     b->parent[i] = parent;
+    b->mass_mode[i] = LLMLAB_MASS_ACC;
     memset(b->mask + (size_t)i * (size_t)b->mask_words, 0, (size_t)b->mask_words * sizeof *b->mask);
     return i;
 }

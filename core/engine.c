@@ -42,8 +42,9 @@ static const int32_t *host_seq_tokens(const llmlab_seq *s) { return s->tokens; }
 static int host_seq_prompt_len(const llmlab_seq *s) { return s->prompt_len; }
 static int host_seq_remaining(const llmlab_seq *s) { return s->max_new - s->generated; }
 
+/* Tokens whose KV the sequence has computed (the next position), evicted ones included. */
 static int host_seq_kv_len(const llmlab_seq *s) {
-    return s->kv < 0 ? 0 : llmlab_kv_committed(llmlab_ctx_kv(s->e->ctx), s->kv);
+    return s->kv < 0 ? 0 : llmlab_kv_tokens(llmlab_ctx_kv(s->e->ctx), s->kv);
 }
 
 static int32_t host_seq_sample(llmlab_seq *s, const float *logits) {
@@ -121,10 +122,6 @@ static llmlab_status host_seq_accept(llmlab_seq *s, const int32_t *tokens, int n
     return LLMLAB_OK;
 }
 
-static llmlab_status host_seq_keep(llmlab_seq *s, const int *slots, int n, llmlab_err *err) {
-    return llmlab_kv_keep(llmlab_ctx_kv(s->e->ctx), s->kv, slots, n, err);
-}
-
 static llmlab_status host_seq_evict(llmlab_seq *s, const int *slots, int n, llmlab_err *err) {
     return llmlab_kv_evict(llmlab_ctx_kv(s->e->ctx), s->kv, slots, n, err);
 }
@@ -139,6 +136,8 @@ static int32_t host_slot_pos(const llmlab_seq *s, int slot) {
 
 static int host_step_add(llmlab_step *st, llmlab_seq *s, int32_t token, int32_t pos, int flags, int parent) {
     int i = llmlab_batch_add(st->b, token, s->kv, pos, (uint8_t)flags, parent);
+    s->e->step = st;
+    if (i >= 0 && s->e->mass_on) st->b->mass_mode[i] = (uint8_t)llmlab_engine_mass_mode(s, pos);
     if (i >= 0) {
         st->owner[i] = s;
         st->masked[i] = 0; /* a fresh token keeps its parent chain until step_see says otherwise */
@@ -169,8 +168,14 @@ static const float *host_step_hidden(const llmlab_step *st, int i) {
     return st->out->hidden + (size_t)st->row[i] * (size_t)st->e->m->cfg.dim;
 }
 
+/* Committed slots keep their cache index; provisional ones are numbered from
+ * seq_kv_len, so `slot >= seq_kv_len` still tells them apart once compaction
+ * has made the cache shorter than the token count. */
 static int host_step_slot(const llmlab_step *st, int i) {
-    return (st->out && i >= 0 && i < st->b->n) ? st->out->slot[i] : -1;
+    if (!st->out || i < 0 || i >= st->b->n) return -1;
+    const llmlab_kv *kv = llmlab_ctx_kv(st->e->ctx);
+    int seq = st->b->seq[i], row = st->out->slot[i];
+    return row >= llmlab_kv_committed(kv, seq) ? row + kv->seqs[seq].shift : row;
 }
 
 static int host_step_rows(const llmlab_step *st, const llmlab_seq *s, int *idx, int cap) {
@@ -231,7 +236,7 @@ static const llmlab_host host_table = {
     .seq_sample = host_seq_sample,
     .seq_rng_next = host_seq_rng,
     .seq_accept = host_seq_accept,
-    .seq_kv_keep = host_seq_keep,
+    .seq_kv_keep = llmlab_engine_seq_keep,
     .seq_kv_evict = host_seq_evict,
     .seq_kv_slot_valid = host_slot_valid,
     .seq_kv_slot_pos = host_slot_pos,
@@ -260,6 +265,15 @@ static const llmlab_host host_table = {
     .tensors_get = llmlab_tensors_get,
     .tensors_close = llmlab_tensors_close,
     .model_tensor = llmlab_engine_model_tensor,
+    /* ABI 1.2 */
+    .engine_set_pattern = llmlab_engine_set_pattern,
+    .engine_want_mass = llmlab_engine_want_mass,
+    .kv_lanes = llmlab_engine_kv_lanes,
+    .model_kv_heads = llmlab_engine_kv_heads,
+    .seq_kv_lane = llmlab_engine_seq_lane,
+    .seq_kv_evict_lane = llmlab_engine_seq_evict_lane,
+    .seq_set_evict_rule = llmlab_engine_seq_set_rule,
+    .seq_kv_enforce = llmlab_engine_seq_enforce,
 };
 
 const llmlab_host *llmlab_host_table(void) { return &host_table; }

@@ -85,6 +85,10 @@ struct llmlab_engine {
     char metric_names[LLMLAB_MAX_METRICS][48]; /* counters plugins added with metric_add */
     int n_metrics;
     double step_metrics[LLMLAB_MAX_METRICS]; /* counters of the step in progress */
+    /* attention policies (engine_attn.c) */
+    int mass_on;             /* the attention plugin asked for attention mass */
+    int obs_window;          /* prompt queries feeding the `obs` accumulator */
+    const llmlab_step *step; /* the step being built or verified (set by step_add) */
 };
 
 /* Reallocates n_cols parallel arrays to new_cap elements each; 0 or -1. */
@@ -92,6 +96,19 @@ int llmlab_grow_columns(void **cols[], const size_t *elem_size, int n_cols, int 
 void llmlab_engine_log_token(llmlab_engine *e, const llmlab_seq *s, int32_t tok, double t);
 /* Sends ctx's weight matmuls through the engine's quant plugin (same model). */
 void llmlab_engine_route_linear(llmlab_engine *e, llmlab_ctx *ctx);
+
+/* engine_attn.c: the host table's attention-policy functions (ABI 1.2). */
+llmlab_status llmlab_engine_set_pattern(llmlab_engine *e, const llmlab_attn_pattern *p, llmlab_err *err);
+llmlab_status llmlab_engine_want_mass(llmlab_engine *e, int obs_window, llmlab_err *err);
+int llmlab_engine_kv_lanes(const llmlab_engine *e);
+int llmlab_engine_kv_heads(const llmlab_engine *e);
+int llmlab_engine_mass_mode(const llmlab_seq *s, int32_t pos);
+int llmlab_engine_seq_lane(const llmlab_seq *s, int lane, int32_t *pos, float *mass, float *obs, float *last);
+llmlab_status llmlab_engine_seq_evict_lane(llmlab_seq *s, int lane, const int *slots, int n, llmlab_err *err);
+llmlab_status llmlab_engine_seq_set_rule(llmlab_seq *s, const llmlab_evict_rule *r, llmlab_err *err);
+llmlab_status llmlab_engine_seq_enforce(llmlab_seq *s, llmlab_err *err);
+llmlab_status llmlab_engine_seq_keep(llmlab_seq *s, const int *slots, int n, llmlab_err *err);
+llmlab_status llmlab_engine_compact(llmlab_seq *s, llmlab_err *err);
 
 /* engine_aux.c: the host table's aux-model and tensor-file functions. */
 llmlab_status llmlab_aux_open(llmlab_engine *e, const char *model, const int *skip, int n_skip,

@@ -40,7 +40,7 @@ static const llmlab_attention_ops *att_ops(const llmlab_engine *e) { return e->a
 static int seq_target(const llmlab_seq *s) { return s->generated > 0 ? s->len - 1 : s->prompt_len; }
 
 static int seq_computed(const llmlab_seq *s) {
-    return s->kv < 0 ? 0 : llmlab_kv_committed(llmlab_ctx_kv(s->e->ctx), s->kv);
+    return s->kv < 0 ? 0 : llmlab_kv_tokens(llmlab_ctx_kv(s->e->ctx), s->kv);
 }
 
 /* One step's record.  The plugin counters of the step are taken from the engine
@@ -221,6 +221,7 @@ static llmlab_status finish_step(llmlab_engine *e, llmlab_seq *seqs, int n, cons
         if (s->begun && s->state == LLMLAB_REQ_RUNNING) {
             llmlab_status r = att_ops(e)->after_step(e->att.self, s, err);
             if (r) return llmlab_err_prefix(err, "attention plugin '%s': after_step", e->att.d->name);
+            if ((r = llmlab_engine_compact(s, err))) return r;
         }
         if (s->state == LLMLAB_REQ_FINISHED) {
             s->finish_s = now;

@@ -48,6 +48,22 @@ struct llmlab_ctx {
     uint8_t *skip;      /* [n_layers] 1 = layer left out (self-speculative drafts), or NULL */
     int32_t *seq_len0;  /* [max_seqs] sequence lengths before this batch */
     int32_t *seq_count; /* [max_seqs] tokens of each sequence in this batch */
+    /* attention policies */
+    llmlab_attn_pattern pat;  /* block 0 = dense */
+    uint8_t *layout;          /* [layout_blocks^2] the pattern's copy */
+    int32_t *rand;            /* [B][LLMLAB_MAX_RANDOM_BLOCKS] random key blocks per token */
+    int32_t *n_rand;          /* [B] */
+    int mass_on;              /* accumulate attention mass (one task per sequence x KV head) */
+    int32_t *units;           /* [max_seqs] sequences of this batch, first-appearance order */
+    int n_units;
+    uint8_t *seq_chain;       /* [max_seqs] the sequence's rows form one chain */
+    size_t *row_off;          /* [B] ROW tokens: offset of [n_lanes][len] in row_mass */
+    int32_t *row_len;         /* [B] slots per lane in the row's buffer (0: none) */
+    float *row_mass;          /* [row_cap] */
+    size_t row_cap;
+    uint8_t *scratch;         /* per unit: val, score f32, pos i32, alive u8, hide u8 per slot */
+    size_t scratch_cap;
+    size_t *unit_off;         /* [max_seqs * n_kv_heads] byte offset of each unit's scratch */
 };
 
 const llmlab_model *llmlab_ctx_model(const llmlab_ctx *ctx) { return ctx->m; }
@@ -61,7 +77,9 @@ void llmlab_ctx_free(llmlab_ctx *c) {
     llmlab_threadpool_free(c->pool);
     void *bufs[] = {c->x, c->h, c->q, c->k, c->v, c->att, c->gate, c->up, c->tmp,
                     c->n_prior, c->vis_off, c->vis_slots, c->scores, c->out.out_index,
-                    c->out.logits, c->out.hidden, c->out.tap, c->out.slot, c->seq_len0, c->seq_count, c->skip};
+                    c->out.logits, c->out.hidden, c->out.tap, c->out.slot, c->seq_len0, c->seq_count, c->skip,
+                    c->layout, c->rand, c->n_rand, c->units, c->seq_chain, c->row_off, c->row_len,
+                    c->row_mass, c->scratch, c->unit_off};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(c);
 }
@@ -125,8 +143,16 @@ llmlab_status llmlab_ctx_create(llmlab_ctx **out, const llmlab_model *m, const l
     c->out.logits = alloc_floats(B, (size_t)cfg->vocab_size, &fail);
     c->seq_len0 = calloc((size_t)o.max_seqs, sizeof(int32_t));
     c->seq_count = calloc((size_t)o.max_seqs, sizeof(int32_t));
+    c->rand = calloc(B * LLMLAB_MAX_RANDOM_BLOCKS, sizeof(int32_t));
+    c->n_rand = calloc(B, sizeof(int32_t));
+    c->units = calloc((size_t)o.max_seqs, sizeof(int32_t));
+    c->seq_chain = calloc((size_t)o.max_seqs, 1);
+    c->row_off = calloc(B, sizeof(size_t));
+    c->row_len = calloc(B, sizeof(int32_t));
+    c->unit_off = calloc((size_t)o.max_seqs * (size_t)cfg->n_kv_heads, sizeof(size_t));
     if (fail || !c->n_prior || !c->vis_off || !c->vis_slots || !c->out.out_index || !c->out.slot ||
-        !c->seq_len0 || !c->seq_count) {
+        !c->seq_len0 || !c->seq_count || !c->rand || !c->n_rand || !c->units || !c->seq_chain ||
+        !c->row_off || !c->row_len || !c->unit_off) {
         llmlab_ctx_free(c);
         return llmlab_err_set(err, LLMLAB_ENOMEM,
                               "out of memory for activations of a %d-token batch", o.max_batch);
@@ -183,6 +209,61 @@ static int sees(const llmlab_batch *b, int i, int j) {
     return 0;
 }
 
+/* The BigBird random key blocks of the block holding position q_pos. */
+static int random_blocks_of(const llmlab_attn_pattern *p, int32_t q_pos, int32_t *out) {
+    if (p->block <= 0 || p->random_blocks <= 0) return 0;
+    int qb = q_pos / p->block, tmp[LLMLAB_MAX_RANDOM_BLOCKS];
+    int n = llmlab_pattern_random_blocks(p->seed, qb, p->global_blocks, qb - p->window_blocks, p->random_blocks, tmp);
+    for (int i = 0; i < n; i++) out[i] = tmp[i];
+    return n;
+}
+
+/* Bytes of one unit's scratch for a sequence of len slots (unit_view plus the
+ * softmax scores), rounded to keep every unit's floats aligned. */
+static size_t unit_bytes(int len) { return ((size_t)len * (4 * sizeof(float) + 2) + 15) & ~(size_t)15; }
+
+static llmlab_status grow(void **p, size_t *cap, size_t need, llmlab_err *err) {
+    if (need <= *cap) return LLMLAB_OK;
+    void *q = realloc(*p, need);
+    if (!q) return llmlab_err_set(err, LLMLAB_ENOMEM, "forward: out of memory for attention-mass buffers (%zu MiB)", need >> 20);
+    *p = q;
+    *cap = need;
+    return LLMLAB_OK;
+}
+
+/* Mass mode: the (sequence, KV head) units, whether each sequence's rows form a
+ * chain, and the per-row buffers of ROW tokens. */
+static llmlab_status plan_mass(llmlab_ctx *c, const llmlab_batch *b, llmlab_err *err) {
+    int nkv = c->m->cfg.n_kv_heads, lanes = c->kv->n_lanes, ns = c->kv->o.max_seqs;
+    int32_t *last_row = c->seq_count; /* reused: last batch row of each sequence so far */
+    for (int s = 0; s < ns; s++) last_row[s] = -1;
+    c->n_units = 0;
+    size_t rows = 0, scratch = 0;
+    for (int i = 0; i < b->n; i++) {
+        int s = b->seq[i], len = c->kv->seqs[s].len;
+        if (last_row[s] < 0) {
+            c->units[c->n_units++] = s;
+            c->seq_chain[s] = 1;
+            for (int h = 0; h < nkv; h++, scratch += unit_bytes(len)) c->unit_off[(size_t)(c->n_units - 1) * nkv + h] = scratch;
+        }
+        int parent = b->vis == LLMLAB_VIS_CAUSAL ? last_row[s] : b->parent[i];
+        if (b->vis == LLMLAB_VIS_MASK || parent != last_row[s]) c->seq_chain[s] = 0;
+        last_row[s] = i;
+        c->row_len[i] = b->mass_mode[i] == LLMLAB_MASS_ROW ? len : 0;
+        c->row_off[i] = rows;
+        rows += (size_t)c->row_len[i] * (size_t)lanes;
+    }
+    llmlab_status st = grow((void **)&c->row_mass, &c->row_cap, rows * sizeof(float), err);
+    if (!st) st = grow((void **)&c->scratch, &c->scratch_cap, scratch, err);
+    return st;
+}
+
+int llmlab_ctx_row_mass(const llmlab_ctx *c, int index, int lane, const float **val) {
+    if (!c->mass_on || index < 0 || index >= c->max_batch || c->row_len[index] == 0) return 0;
+    *val = c->row_mass + c->row_off[index] + (size_t)lane * (size_t)c->row_len[index];
+    return c->row_len[index];
+}
+
 /* Appends every token's slot to its sequence (rolling back on failure) and builds
  * the per-token visibility lists. */
 static llmlab_status place_tokens(llmlab_ctx *c, const llmlab_batch *b, llmlab_err *err) {
@@ -213,7 +294,8 @@ static llmlab_status place_tokens(llmlab_ctx *c, const llmlab_batch *b, llmlab_e
             if (sees(b, i, j)) c->vis_slots[off++] = c->out.slot[j];
     }
     c->vis_off[b->n] = off;
-    return LLMLAB_OK;
+    for (int i = 0; i < b->n; i++) c->n_rand[i] = random_blocks_of(&c->pat, b->pos[i], c->rand + (size_t)i * LLMLAB_MAX_RANDOM_BLOCKS);
+    return c->mass_on ? plan_mass(c, b, err) : LLMLAB_OK;
 }
 
 /* ---- per-row tasks ---------------------------------------------------------------- */
@@ -236,11 +318,31 @@ static void rope_store_task(void *arg, int i, int n) {
         for (int d = 0; d < kd; d++) k[d] += L->bk[d];
         for (int d = 0; d < kd; d++) v[d] += L->bv[d];
     }
-    llmlab_cpu_rope(q, cfg->n_heads, cfg->head_dim, j->b->pos[i], c->m->rope_inv_freq);
-    llmlab_cpu_rope(k, cfg->n_kv_heads, cfg->head_dim, j->b->pos[i], c->m->rope_inv_freq);
+    if (!c->pat.rope_shifted) { /* shifted: attention rotates q and the keys at their cache ranks */
+        llmlab_cpu_rope(q, cfg->n_heads, cfg->head_dim, j->b->pos[i], c->m->rope_inv_freq);
+        llmlab_cpu_rope(k, cfg->n_kv_heads, cfg->head_dim, j->b->pos[i], c->m->rope_inv_freq);
+    }
     int seq = j->b->seq[i], slot = c->out.slot[i];
     memcpy(llmlab_kv_k_row(c->kv, seq, slot, j->layer), k, (size_t)kd * sizeof(float));
     memcpy(llmlab_kv_v_row(c->kv, seq, slot, j->layer), v, (size_t)kd * sizeof(float));
+}
+
+/* The keys of batch token i for one KV head. */
+static llmlab_attn_keys keys_of(const llmlab_ctx *c, const llmlab_batch *b, int i, int layer, int kv_head,
+                                const uint8_t *hide) {
+    return (llmlab_attn_keys){.kv = c->kv,
+                              .seq = b->seq[i],
+                              .layer = layer,
+                              .kv_head = kv_head,
+                              .n_prior = c->n_prior[i],
+                              .extra = c->vis_slots + c->vis_off[i],
+                              .n_extra = c->vis_off[i + 1] - c->vis_off[i],
+                              .pat = c->pat.block > 0 ? &c->pat : NULL,
+                              .q_pos = b->pos[i],
+                              .rand = c->rand + (size_t)i * LLMLAB_MAX_RANDOM_BLOCKS,
+                              .n_rand = c->n_rand[i],
+                              .hide = hide,
+                              .inv_freq = c->pat.rope_shifted ? c->m->rope_inv_freq : NULL};
 }
 
 /* Attention tasks: a contiguous range of (token, head) pairs per task, each task
@@ -256,18 +358,90 @@ static void attention_task(void *arg, int t, int n_tasks) {
     float scale = 1.0f / sqrtf((float)hd);
     for (long p = lo; p < hi; p++) {
         int i = (int)(p / nh), h = (int)(p % nh);
-        llmlab_attn_keys keys = {.kv = c->kv,
-                                 .seq = j->b->seq[i],
-                                 .layer = j->layer,
-                                 .kv_head = h / group,
-                                 .n_prior = c->n_prior[i],
-                                 .extra = c->vis_slots + c->vis_off[i],
-                                 .n_extra = c->vis_off[i + 1] - c->vis_off[i]};
+        llmlab_attn_keys keys = keys_of(c, j->b, i, j->layer, h / group, NULL);
         llmlab_cpu_attention(c->att + (size_t)i * nh * hd + (size_t)h * hd,
-                             c->q + (size_t)i * nh * hd + (size_t)h * hd, hd, &keys, scale, scores);
+                             c->q + (size_t)i * nh * hd + (size_t)h * hd, hd, &keys, scale, scores, NULL);
     }
 }
 
+/* A unit's view of its lane during a speculative chain: the rule's score per
+ * slot, positions, which slots are still resident, and which the chain evicted. */
+typedef struct {
+    float *scores;  /* [len] softmax scratch of the kernel */
+    float *val;     /* [len] this row's probabilities, summed over the group's heads */
+    float *score;   /* [len] mass (or last) as the engine will have it after each commit */
+    int32_t *pos;   /* [len] */
+    uint8_t *alive; /* [len] valid in the lane and not evicted by the chain */
+    uint8_t *hide;  /* [len] evicted by the chain: later rows do not see it */
+} unit_view;
+
+static unit_view unit_view_at(uint8_t *base, int len) {
+    unit_view u;
+    u.scores = (float *)base;
+    u.val = u.scores + len;
+    u.score = u.val + len;
+    u.pos = (int32_t *)(u.score + len);
+    u.alive = (uint8_t *)(u.pos + len);
+    u.hide = u.alive + len;
+    return u;
+}
+
+static void unit_view_init(const llmlab_ctx *c, unit_view *u, int seq, int lane, int len, int score_kind) {
+    const llmlab_kv *kv = c->kv;
+    int committed = kv->seqs[seq].n_committed;
+    const float *src = score_kind == LLMLAB_SCORE_LAST ? kv->last : kv->mass;
+    for (int slot = 0; slot < len; slot++) {
+        long m = llmlab_kv_meta(kv, seq, slot, lane);
+        u->alive[slot] = m >= 0 && kv->slot_valid[m];
+        u->pos[slot] = m >= 0 ? kv->slot_pos[m] : -1;
+        u->score[slot] = m >= 0 && slot < committed ? src[m] : 0.0f;
+        u->hide[slot] = 0;
+    }
+}
+
+/* After row i (slot `slot`) of a chain: the engine will add its mass, then evict
+ * by the rule among slots [0, slot]; do the same here for the rows after it. */
+static void unit_simulate(unit_view *u, const llmlab_evict_rule *r, int slot, int32_t newest) {
+    for (int k = 0; k <= slot; k++) {
+        if (r->score == LLMLAB_SCORE_LAST) u->score[k] = u->val[k];
+        else if (u->alive[k]) u->score[k] += u->val[k];
+    }
+    int count = 0;
+    for (int k = 0; k <= slot; k++) count += u->alive[k];
+    if (count <= r->capacity) return;
+    int victim = llmlab_evict_pick(r, u->score, u->pos, u->alive, slot + 1, newest);
+    if (victim >= 0) u->alive[victim] = 0, u->hide[victim] = 1;
+}
+
+/* Mass mode: task t handles one (sequence, KV head) unit, its rows in batch order. */
+static void attention_unit_task(void *arg, int t, int n_tasks) {
+    layer_job *j = arg;
+    llmlab_ctx *c = j->c;
+    const llmlab_batch *b = j->b;
+    const llmlab_config *cfg = &c->m->cfg;
+    int nh = cfg->n_heads, hd = cfg->head_dim, nkv = cfg->n_kv_heads, group = nh / nkv;
+    int seq = c->units[t / nkv], kvh = t % nkv, lane = j->layer * nkv + kvh, len = c->kv->seqs[seq].len;
+    const llmlab_evict_rule *rule = &c->kv->seqs[seq].rule;
+    float scale = 1.0f / sqrtf((float)hd);
+    unit_view u = unit_view_at(c->scratch + c->unit_off[t], len);
+    int simulate = rule->capacity > 0 && c->seq_chain[seq];
+    if (simulate) unit_view_init(c, &u, seq, lane, len, rule->score);
+    (void)n_tasks;
+    for (int i = 0; i < b->n; i++) {
+        if (b->seq[i] != seq) continue;
+        memset(u.val, 0, (size_t)len * sizeof(float));
+        llmlab_attn_keys keys = keys_of(c, b, i, j->layer, kvh, simulate ? u.hide : NULL);
+        for (int h = kvh * group; h < (kvh + 1) * group; h++)
+            llmlab_cpu_attention(c->att + (size_t)i * nh * hd + (size_t)h * hd,
+                                 c->q + (size_t)i * nh * hd + (size_t)h * hd, hd, &keys, scale, u.scores, u.val);
+        if (b->mass_mode[i] != LLMLAB_MASS_ROW) {
+            llmlab_kv_add_mass(c->kv, seq, lane, u.val, len, b->mass_mode[i] == LLMLAB_MASS_OBS);
+            continue;
+        }
+        memcpy(c->row_mass + c->row_off[i] + (size_t)lane * (size_t)len, u.val, (size_t)len * sizeof(float));
+        if (simulate) unit_simulate(&u, rule, c->out.slot[i], b->pos[i]);
+    }
+}
 static void rows_rmsnorm(llmlab_ctx *c, float *out, const float *x, const float *w, int rows) {
     const llmlab_config *cfg = &c->m->cfg;
     size_t d = (size_t)cfg->dim;
@@ -305,6 +479,39 @@ llmlab_status llmlab_ctx_set_skip(llmlab_ctx *c, const int *layers, int n, llmla
     return LLMLAB_OK;
 }
 
+llmlab_status llmlab_ctx_set_pattern(llmlab_ctx *c, const llmlab_attn_pattern *p, llmlab_err *err) {
+    free(c->layout);
+    c->layout = NULL;
+    c->pat = (llmlab_attn_pattern){.size = sizeof c->pat};
+    if (!p || p->block <= 0) return LLMLAB_OK;
+    if (p->global_blocks < 0 || p->window_blocks < 0 || p->random_blocks < 0 || p->layout_blocks < 0)
+        return llmlab_err_set(err, LLMLAB_EINVAL, "attention pattern: negative block count");
+    if (p->random_blocks > LLMLAB_MAX_RANDOM_BLOCKS)
+        return llmlab_err_set(err, LLMLAB_EINVAL, "attention pattern: %d random blocks, at most %d", p->random_blocks,
+                              LLMLAB_MAX_RANDOM_BLOCKS);
+    if (p->rope_shifted && c->m->cfg.head_dim > LLMLAB_MAX_HEAD_DIM)
+        return llmlab_err_set(err, LLMLAB_EINVAL, "attention pattern: shifted positions need head_dim <= %d (model: %d)",
+                              LLMLAB_MAX_HEAD_DIM, c->m->cfg.head_dim);
+    c->pat = *p;
+    c->pat.size = sizeof c->pat;
+    if (p->layout && p->layout_blocks > 0) {
+        size_t n = (size_t)p->layout_blocks * (size_t)p->layout_blocks;
+        if (!(c->layout = malloc(n))) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+        memcpy(c->layout, p->layout, n);
+        c->pat.layout = c->layout;
+    } else {
+        c->pat.layout = NULL;
+        c->pat.layout_blocks = 0;
+    }
+    return LLMLAB_OK;
+}
+
+llmlab_status llmlab_ctx_enable_mass(llmlab_ctx *c, llmlab_err *err) {
+    llmlab_status st = llmlab_kv_enable_mass(c->kv, err);
+    if (!st) c->mass_on = 1;
+    return st;
+}
+
 static void matmul(llmlab_ctx *c, float *y, const float *x, int matrix, int M) {
     if (c->linear) {
         c->linear(c->linear_user, matrix, y, x, M, c->pool);
@@ -327,7 +534,8 @@ static void run_layer(llmlab_ctx *c, const llmlab_batch *b, int l) {
     matmul(c, c->k, c->h, base + LLMLAB_MAT_K, n);
     matmul(c, c->v, c->h, base + LLMLAB_MAT_V, n);
     for (int i = 0; i < n; i++) rope_store_task(&job, i, n);
-    llmlab_threadpool_run(c->pool, attention_task, &job, c->n_scratch);
+    if (c->mass_on) llmlab_threadpool_run(c->pool, attention_unit_task, &job, c->n_units * cfg->n_kv_heads);
+    else llmlab_threadpool_run(c->pool, attention_task, &job, c->n_scratch);
     matmul(c, c->tmp, c->att, base + LLMLAB_MAT_O, n);
     for (size_t i = 0; i < (size_t)n * d; i++) c->x[i] += c->tmp[i];
 

@@ -20,6 +20,12 @@
 #include "threadpool.h"
 
 enum { LLMLAB_TOK_LOGITS = 1, LLMLAB_TOK_HIDDEN = 2 };
+/* What a token's attention probabilities do when attention mass is on
+ * (llmlab_ctx_enable_mass): ACC adds them to its sequence's accumulators at once
+ * (rows that are committed whatever happens: prompt chunks); OBS does the same and
+ * feeds `obs` too; ROW keeps them per row until the engine commits the row
+ * (llmlab_ctx_row_mass), so rejected drafts leave no trace. */
+enum { LLMLAB_MASS_ACC = 0, LLMLAB_MASS_OBS = 1, LLMLAB_MASS_ROW = 2 };
 typedef enum { LLMLAB_VIS_CAUSAL = 0, LLMLAB_VIS_TREE = 1, LLMLAB_VIS_MASK = 2 } llmlab_visibility;
 
 typedef struct {
@@ -30,6 +36,7 @@ typedef struct {
     int32_t *pos;           /* [cap] positions (RoPE angle index) */
     uint8_t *flags;         /* [cap] LLMLAB_TOK_* */
     int32_t *parent;        /* [cap] TREE: parent index in batch or -1 */
+    uint8_t *mass_mode;     /* [cap] LLMLAB_MASS_* (default ACC) */
     uint64_t *mask;         /* [cap][mask_words] MASK: bit j of row i = i sees j */
     int mask_words;         /* (cap + 63) / 64 */
     llmlab_visibility vis;
@@ -88,6 +95,17 @@ void llmlab_ctx_set_linear(llmlab_ctx *ctx, llmlab_linear_fn fn, void *user);
 /* Leaves layers[n] out of every later forward (the residual stream passes through
  * them; their KV slots are allocated but never read).  n = 0 restores all. */
 llmlab_status llmlab_ctx_set_skip(llmlab_ctx *ctx, const int *layers, int n, llmlab_err *err);
+/* The structured visibility every later forward applies (NULL or block 0: dense).
+ * The layout is copied. */
+llmlab_status llmlab_ctx_set_pattern(llmlab_ctx *ctx, const llmlab_attn_pattern *p, llmlab_err *err);
+/* Turns on attention-mass accumulation (kv_cache.h).  Attention then runs one task
+ * per (sequence, KV head), rows in batch order, so sums are deterministic, and a
+ * sequence with a score-eviction rule whose rows form a chain has the rule
+ * simulated row by row (a later row does not see what an earlier row evicted). */
+llmlab_status llmlab_ctx_enable_mass(llmlab_ctx *ctx, llmlab_err *err);
+/* The probabilities row `index` (a ROW token of the last forward) gave lane
+ * `lane`, indexed by slot; returns their count (0 when the row kept none). */
+int llmlab_ctx_row_mass(const llmlab_ctx *ctx, int index, int lane, const float **val);
 /* The weight matrix with that index. */
 const llmlab_mat *llmlab_model_matrix(const llmlab_model *m, int matrix);
 

@@ -3,7 +3,8 @@
  * Invariants (checked by tests/test_kv_cache.c):
  *  - a block is on the free list iff its refcount is 0;
  *  - a sequence's table entry is -1 only when every slot of that block was evicted;
- *  - slots at index >= len hold nothing: their block rows are reusable.
+ *  - slots at index >= len hold nothing: their block rows are reusable;
+ *  - within a lane, valid committed slots are in position order.
  */
 #include "kv_cache.h"
 
@@ -12,9 +13,11 @@
 
 #include "error.h"
 
-static size_t slot_index(const llmlab_kv *kv, int block, int row) {
-    return (size_t)block * (size_t)kv->o.block_size + (size_t)row;
+/* Metadata index of (block, lane, row): [n_blocks][n_lanes][block_size]. */
+static size_t meta_index(const llmlab_kv *kv, int block, int lane, int row) {
+    return ((size_t)block * (size_t)kv->n_lanes + (size_t)lane) * (size_t)kv->o.block_size + (size_t)row;
 }
+static size_t meta_per_block(const llmlab_kv *kv) { return (size_t)kv->n_lanes * (size_t)kv->o.block_size; }
 
 llmlab_status llmlab_kv_create(llmlab_kv **out, const llmlab_kv_opts *opts, llmlab_err *err) {
     *out = NULL;
@@ -32,7 +35,8 @@ llmlab_status llmlab_kv_create(llmlab_kv **out, const llmlab_kv_opts *opts, llml
     kv->o = o;
     kv->row_floats = (size_t)o.n_kv_heads * (size_t)o.head_dim;
     kv->block_floats = (size_t)o.n_layers * 2u * (size_t)o.block_size * kv->row_floats;
-    size_t n_slots = (size_t)o.n_blocks * (size_t)o.block_size;
+    kv->n_lanes = o.n_layers * o.n_kv_heads;
+    size_t n_slots = (size_t)o.n_blocks * meta_per_block(kv);
     kv->pool = malloc((size_t)o.n_blocks * kv->block_floats * sizeof(float));
     kv->slot_pos = calloc(n_slots, sizeof *kv->slot_pos);
     kv->slot_valid = calloc(n_slots, 1);
@@ -61,6 +65,9 @@ void llmlab_kv_free(llmlab_kv *kv) {
     free(kv->pool);
     free(kv->slot_pos);
     free(kv->slot_valid);
+    free(kv->mass);
+    free(kv->obs);
+    free(kv->last);
     free(kv->refcount);
     free(kv->free_list);
     free(kv->seqs);
@@ -103,9 +110,12 @@ static int block_copy(llmlab_kv *kv, int src) {
     if (dst < 0) return -1;
     memcpy(kv->pool + (size_t)dst * kv->block_floats, kv->pool + (size_t)src * kv->block_floats,
            kv->block_floats * sizeof(float));
-    size_t bs = (size_t)kv->o.block_size;
-    memcpy(kv->slot_pos + dst * bs, kv->slot_pos + src * bs, bs * sizeof *kv->slot_pos);
-    memcpy(kv->slot_valid + dst * bs, kv->slot_valid + src * bs, bs);
+    size_t m = meta_per_block(kv), d = (size_t)dst * m, sidx = (size_t)src * m;
+    memcpy(kv->slot_pos + d, kv->slot_pos + sidx, m * sizeof *kv->slot_pos);
+    memcpy(kv->slot_valid + d, kv->slot_valid + sidx, m);
+    float *acc[] = {kv->mass, kv->obs, kv->last};
+    for (int a = 0; a < 3; a++)
+        if (acc[a]) memcpy(acc[a] + d, acc[a] + sidx, m * sizeof(float));
     return dst;
 }
 
@@ -149,20 +159,23 @@ llmlab_status llmlab_kv_append(llmlab_kv *kv, int seq, int n, const int32_t *pos
     if (n > 0 && s->len % bs != 0 && s->blocks[s->n_blocks - 1] < 0) {
         int b = block_take(kv);
         if (b < 0) return llmlab_err_set(err, LLMLAB_ENOKV, "KV cache full (sequence %d)", seq);
-        memset(kv->slot_valid + slot_index(kv, b, 0), 0, (size_t)bs);
+        memset(kv->slot_valid + meta_index(kv, b, 0, 0), 0, meta_per_block(kv));
         s->blocks[s->n_blocks - 1] = b;
     }
     while (s->n_blocks < need_blocks) {
         int b = block_take(kv);
         if (b < 0) return llmlab_err_set(err, LLMLAB_ENOKV, "KV cache full (sequence %d)", seq);
-        memset(kv->slot_valid + slot_index(kv, b, 0), 0, (size_t)bs);
+        memset(kv->slot_valid + meta_index(kv, b, 0, 0), 0, meta_per_block(kv));
         s->blocks[s->n_blocks++] = b;
     }
     for (int i = 0; i < n; i++) {
         int slot = s->len + i;
-        size_t si = slot_index(kv, s->blocks[slot / bs], slot % bs);
-        kv->slot_pos[si] = pos ? pos[i] : slot;
-        kv->slot_valid[si] = 1;
+        for (int lane = 0; lane < kv->n_lanes; lane++) {
+            size_t si = meta_index(kv, s->blocks[slot / bs], lane, slot % bs);
+            kv->slot_pos[si] = pos ? pos[i] : slot;
+            kv->slot_valid[si] = 1;
+            if (kv->mass) kv->mass[si] = kv->obs[si] = kv->last[si] = 0.0f;
+        }
     }
     *first_slot = s->len;
     s->len = new_len;
@@ -195,6 +208,9 @@ void llmlab_kv_free_seq(llmlab_kv *kv, int seq) {
     s->len = 0;
     s->n_committed = 0;
     s->active = 0;
+    s->shift = 0;
+    s->dirty = 0;
+    s->rule = (llmlab_evict_rule){0};
 }
 
 llmlab_status llmlab_kv_fork(llmlab_kv *kv, int src, int dst, llmlab_err *err) {
@@ -213,6 +229,8 @@ llmlab_status llmlab_kv_fork(llmlab_kv *kv, int src, int dst, llmlab_err *err) {
     d->n_blocks = s->n_blocks;
     d->len = s->len;
     d->n_committed = s->n_committed;
+    d->shift = s->shift;
+    d->rule = s->rule;
     d->active = 1;
     return LLMLAB_OK;
 }
@@ -222,22 +240,32 @@ void llmlab_kv_commit(llmlab_kv *kv, int seq) {
     kv->seqs[seq].n_committed = kv->seqs[seq].len;
 }
 
-/* Copies slot `from` to slot `to` of the same sequence (to < from), all layers. */
-static void slot_move(llmlab_kv *kv, llmlab_kv_seq *s, int from, int to) {
-    int bs = kv->o.block_size;
+/* Copies one lane of slot `from` to slot `to` of the same sequence: the lane's K
+ * and V head vectors and its metadata. */
+static void lane_move(llmlab_kv *kv, llmlab_kv_seq *s, int from, int to, int lane) {
+    int bs = kv->o.block_size, hd = kv->o.head_dim;
     int fb = s->blocks[from / bs], tb = s->blocks[to / bs];
     int fr = from % bs, tr = to % bs;
+    int layer = lane / kv->o.n_kv_heads, head = lane % kv->o.n_kv_heads;
     size_t row = kv->row_floats;
-    for (int l = 0; l < kv->o.n_layers; l++) {
-        for (int kvi = 0; kvi < 2; kvi++) {
-            size_t off = ((size_t)l * 2u + (size_t)kvi) * (size_t)bs * row;
-            float *src = kv->pool + (size_t)fb * kv->block_floats + off + (size_t)fr * row;
-            float *dst = kv->pool + (size_t)tb * kv->block_floats + off + (size_t)tr * row;
-            memcpy(dst, src, row * sizeof(float));
-        }
+    for (int kvi = 0; kvi < 2; kvi++) {
+        size_t off = ((size_t)layer * 2u + (size_t)kvi) * (size_t)bs * row + (size_t)head * (size_t)hd;
+        memcpy(kv->pool + (size_t)tb * kv->block_floats + off + (size_t)tr * row,
+               kv->pool + (size_t)fb * kv->block_floats + off + (size_t)fr * row, (size_t)hd * sizeof(float));
     }
-    kv->slot_pos[slot_index(kv, tb, tr)] = kv->slot_pos[slot_index(kv, fb, fr)];
-    kv->slot_valid[slot_index(kv, tb, tr)] = kv->slot_valid[slot_index(kv, fb, fr)];
+    size_t d = meta_index(kv, tb, lane, tr), f = meta_index(kv, fb, lane, fr);
+    kv->slot_pos[d] = kv->slot_pos[f];
+    kv->slot_valid[d] = kv->slot_valid[f];
+    if (kv->mass) {
+        kv->mass[d] = kv->mass[f];
+        kv->obs[d] = kv->obs[f];
+        kv->last[d] = kv->last[f];
+    }
+}
+
+/* Copies slot `from` to slot `to` of the same sequence (to < from), all lanes. */
+static void slot_move(llmlab_kv *kv, llmlab_kv_seq *s, int from, int to) {
+    for (int lane = 0; lane < kv->n_lanes; lane++) lane_move(kv, s, from, to, lane);
 }
 
 llmlab_status llmlab_kv_keep(llmlab_kv *kv, int seq, const int *slots, int n, llmlab_err *err) {
@@ -265,37 +293,239 @@ llmlab_status llmlab_kv_keep(llmlab_kv *kv, int seq, const int *slots, int n, ll
     return LLMLAB_OK;
 }
 
-llmlab_status llmlab_kv_evict(llmlab_kv *kv, int seq, const int *slots, int n, llmlab_err *err) {
+static llmlab_status check_evict(const llmlab_kv *kv, int seq, const int *slots, int n, llmlab_err *err) {
     llmlab_status st = check_seq(kv, seq, err);
     if (st) return st;
-    llmlab_kv_seq *s = &kv->seqs[seq];
-    int bs = kv->o.block_size;
+    const llmlab_kv_seq *s = &kv->seqs[seq];
     for (int i = 0; i < n; i++)
         if (slots[i] < 0 || slots[i] >= s->n_committed)
             return llmlab_err_set(err, LLMLAB_EINVAL,
                                   "KV cache: evict of sequence %d: slot %d is not committed "
                                   "(committed %d); provisional slots are never evicted",
                                   seq, slots[i], s->n_committed);
+    return LLMLAB_OK;
+}
+
+/* Returns the blocks holding `slots` whose every used row is now invalid in every
+ * lane.  A partly filled last block stays: it still takes appends. */
+static void release_empty_blocks(llmlab_kv *kv, llmlab_kv_seq *s, const int *slots, int n) {
+    int bs = kv->o.block_size;
     for (int i = 0; i < n; i++) {
-        int bi = slots[i] / bs;
-        if (s->blocks[bi] < 0) continue;
-        if ((st = llmlab_kv_make_writable(kv, seq, slots[i], err))) return st;
-        kv->slot_valid[slot_index(kv, s->blocks[bi], slots[i] % bs)] = 0;
-    }
-    /* Return blocks whose every used slot is now invalid. */
-    for (int i = 0; i < n; i++) {
-        int bi = slots[i] / bs;
-        int b = s->blocks[bi];
-        if (b < 0) continue;
-        int rows = (bi == s->n_blocks - 1) ? s->len - bi * bs : bs;
-        int any = 0;
-        for (int r = 0; r < rows && !any; r++) any = kv->slot_valid[slot_index(kv, b, r)];
-        if (!any && rows == bs) { /* a partly filled last block stays: it still takes appends */
+        int bi = slots[i] / bs, b = s->blocks[bi];
+        if (b < 0 || (bi == s->n_blocks - 1 && s->len - bi * bs < bs)) continue;
+        const uint8_t *v = kv->slot_valid + meta_index(kv, b, 0, 0);
+        size_t m = meta_per_block(kv), any = 0;
+        for (size_t r = 0; r < m && !any; r++) any = v[r];
+        if (!any) {
             block_release(kv, b);
             s->blocks[bi] = -1;
         }
     }
+}
+
+/* Invalidates slots in lanes [lane0, lane1). */
+static llmlab_status evict_lanes(llmlab_kv *kv, int seq, int lane0, int lane1, const int *slots, int n,
+                                 llmlab_err *err) {
+    llmlab_status st = check_evict(kv, seq, slots, n, err);
+    if (st) return st;
+    llmlab_kv_seq *s = &kv->seqs[seq];
+    int bs = kv->o.block_size;
+    for (int i = 0; i < n; i++) {
+        if (s->blocks[slots[i] / bs] < 0) continue;
+        if ((st = llmlab_kv_make_writable(kv, seq, slots[i], err))) return st;
+        for (int lane = lane0; lane < lane1; lane++)
+            kv->slot_valid[meta_index(kv, s->blocks[slots[i] / bs], lane, slots[i] % bs)] = 0;
+    }
+    if (n > 0) s->dirty = 1;
+    release_empty_blocks(kv, s, slots, n);
     return LLMLAB_OK;
+}
+
+llmlab_status llmlab_kv_evict(llmlab_kv *kv, int seq, const int *slots, int n, llmlab_err *err) {
+    return evict_lanes(kv, seq, 0, kv->n_lanes, slots, n, err);
+}
+
+llmlab_status llmlab_kv_evict_lane(llmlab_kv *kv, int seq, int lane, const int *slots, int n,
+                                   llmlab_err *err) {
+    if (lane < 0 || lane >= kv->n_lanes)
+        return llmlab_err_set(err, LLMLAB_EINVAL, "KV cache: lane %d outside 0..%d", lane, kv->n_lanes - 1);
+    return evict_lanes(kv, seq, lane, lane + 1, slots, n, err);
+}
+
+/* ---- compaction ------------------------------------------------------------------ */
+
+/* Drops the table entries of freed blocks: the slots after them renumber, their
+ * order stays, and no data moves. */
+static void drop_freed_entries(llmlab_kv *kv, llmlab_kv_seq *s) {
+    int bs = kv->o.block_size, w = 0, removed = 0;
+    for (int i = 0; i < s->n_blocks; i++) {
+        if (s->blocks[i] < 0) { /* only full blocks are ever freed */
+            removed += bs;
+            continue;
+        }
+        s->blocks[w++] = s->blocks[i];
+    }
+    s->n_blocks = w;
+    s->len -= removed;
+    s->n_committed -= removed;
+    s->shift += removed;
+}
+
+/* Valid slots of a lane in [0, len). */
+static int lane_count(const llmlab_kv *kv, const llmlab_kv_seq *s, int lane) {
+    int bs = kv->o.block_size, n = 0;
+    for (int slot = 0; slot < s->len; slot++) {
+        int b = s->blocks[slot / bs];
+        n += b >= 0 && kv->slot_valid[meta_index(kv, b, lane, slot % bs)];
+    }
+    return n;
+}
+
+llmlab_status llmlab_kv_compact(llmlab_kv *kv, int seq, llmlab_err *err) {
+    llmlab_status st = check_seq(kv, seq, err);
+    if (st) return st;
+    llmlab_kv_seq *s = &kv->seqs[seq];
+    if (!s->dirty) return LLMLAB_OK;
+    if (s->len != s->n_committed)
+        return llmlab_err_set(err, LLMLAB_EINVAL, "KV cache: compaction of sequence %d with provisional slots", seq);
+    s->dirty = 0;
+    drop_freed_entries(kv, s);
+    int bs = kv->o.block_size, keep = 0;
+    for (int lane = 0; lane < kv->n_lanes; lane++) {
+        int c = lane_count(kv, s, lane);
+        if (c > keep) keep = c;
+    }
+    if ((keep + bs - 1) / bs >= s->n_blocks) return LLMLAB_OK; /* no block would come free */
+    for (int bi = 0; bi < (keep + bs - 1) / bs; bi++)
+        if ((st = llmlab_kv_make_writable(kv, seq, bi * bs, err))) return st;
+    for (int lane = 0; lane < kv->n_lanes; lane++) {
+        int w = 0;
+        for (int slot = 0; slot < s->len; slot++) {
+            if (!kv->slot_valid[meta_index(kv, s->blocks[slot / bs], lane, slot % bs)]) continue;
+            if (slot != w) lane_move(kv, s, slot, w, lane);
+            w++;
+        }
+        for (; w < keep; w++) kv->slot_valid[meta_index(kv, s->blocks[w / bs], lane, w % bs)] = 0;
+    }
+    int removed = s->len - keep;
+    s->n_committed = keep; /* truncate releases the tail blocks */
+    if ((st = llmlab_kv_truncate(kv, seq, keep, err))) return st;
+    s->shift += removed;
+    return LLMLAB_OK;
+}
+
+int llmlab_kv_tokens(const llmlab_kv *kv, int seq) { return kv->seqs[seq].n_committed + kv->seqs[seq].shift; }
+
+/* ---- attention mass and score eviction ----------------------------------------- */
+
+llmlab_status llmlab_kv_enable_mass(llmlab_kv *kv, llmlab_err *err) {
+    if (kv->mass) return LLMLAB_OK;
+    size_t n = (size_t)kv->o.n_blocks * meta_per_block(kv);
+    kv->mass = calloc(n, sizeof(float));
+    kv->obs = calloc(n, sizeof(float));
+    kv->last = calloc(n, sizeof(float));
+    if (!kv->mass || !kv->obs || !kv->last) {
+        free(kv->mass), free(kv->obs), free(kv->last);
+        kv->mass = kv->obs = kv->last = NULL;
+        return llmlab_err_set(err, LLMLAB_ENOMEM, "KV cache: out of memory for attention-mass scores (%zu MiB)",
+                              (3 * n * sizeof(float)) >> 20);
+    }
+    return LLMLAB_OK;
+}
+
+int llmlab_kv_has_mass(const llmlab_kv *kv) { return kv->mass != NULL; }
+
+void llmlab_kv_add_mass(llmlab_kv *kv, int seq, int lane, const float *val, int n, int obs) {
+    if (!kv->mass) return;
+    const llmlab_kv_seq *s = &kv->seqs[seq];
+    int bs = kv->o.block_size;
+    for (int slot = 0; slot < n && slot < s->len; slot++) {
+        int b = s->blocks[slot / bs];
+        if (b < 0) continue;
+        size_t m = meta_index(kv, b, lane, slot % bs);
+        kv->last[m] = val[slot];
+        if (!kv->slot_valid[m]) continue;
+        kv->mass[m] += val[slot];
+        if (obs) kv->obs[m] += val[slot];
+    }
+}
+
+void llmlab_kv_set_rule(llmlab_kv *kv, int seq, const llmlab_evict_rule *rule) {
+    kv->seqs[seq].rule = rule ? *rule : (llmlab_evict_rule){0};
+}
+
+static int is_protected(const llmlab_evict_rule *r, int32_t pos, int32_t newest) {
+    return pos < r->sinks || pos > newest - r->recent;
+}
+
+int llmlab_evict_pick(const llmlab_evict_rule *r, const float *score, const int32_t *pos, const uint8_t *valid,
+                      int n, int32_t newest) {
+    int best = -1;
+    for (int i = 0; i < n; i++) {
+        if (!valid[i] || is_protected(r, pos[i], newest)) continue;
+        if (best < 0 || score[i] < score[best] || (score[i] == score[best] && pos[i] < pos[best])) best = i;
+    }
+    return best;
+}
+
+typedef struct {
+    float score;
+    int32_t pos;
+    int slot;
+} evict_cand;
+
+static int cand_cmp(const void *a, const void *b) {
+    const evict_cand *x = a, *y = b;
+    if (x->score != y->score) return x->score < y->score ? -1 : 1;
+    return (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+/* One lane: evicts the `excess` lowest-scored unprotected slots of [0, upto).
+ * Taking them in sorted order is what picking one at a time would do, since no
+ * score changes in between. */
+static llmlab_status enforce_lane(llmlab_kv *kv, int seq, int lane, int upto, int32_t newest, evict_cand *c,
+                                  int *n_evicted, llmlab_err *err) {
+    llmlab_kv_seq *s = &kv->seqs[seq];
+    const llmlab_evict_rule *r = &s->rule;
+    const float *score = r->score == LLMLAB_SCORE_LAST ? kv->last : kv->mass;
+    int bs = kv->o.block_size, valid = 0, nc = 0;
+    for (int slot = 0; slot < upto; slot++) {
+        int b = s->blocks[slot / bs];
+        if (b < 0) continue;
+        size_t m = meta_index(kv, b, lane, slot % bs);
+        if (!kv->slot_valid[m]) continue;
+        valid++;
+        if (!is_protected(r, kv->slot_pos[m], newest)) c[nc++] = (evict_cand){score[m], kv->slot_pos[m], slot};
+    }
+    int excess = valid - r->capacity;
+    if (excess <= 0 || nc == 0) return LLMLAB_OK;
+    if (excess > nc) excess = nc;
+    qsort(c, (size_t)nc, sizeof *c, cand_cmp);
+    for (int i = 0; i < excess; i++) {
+        llmlab_status st = llmlab_kv_evict_lane(kv, seq, lane, &c[i].slot, 1, err);
+        if (st) return st;
+    }
+    *n_evicted += excess;
+    return LLMLAB_OK;
+}
+
+int llmlab_kv_enforce(llmlab_kv *kv, int seq, int upto, int32_t newest, llmlab_err *err) {
+    llmlab_kv_seq *s = &kv->seqs[seq];
+    if (s->rule.capacity <= 0 || !kv->mass) return 0;
+    if (upto > s->n_committed) upto = s->n_committed;
+    evict_cand *c = malloc((size_t)(upto > 0 ? upto : 1) * sizeof *c);
+    if (!c) {
+        llmlab_err_set(err, LLMLAB_ENOMEM, "KV cache: out of memory choosing evictions");
+        return -1;
+    }
+    int n = 0;
+    for (int lane = 0; lane < kv->n_lanes; lane++)
+        if (enforce_lane(kv, seq, lane, upto, newest, c, &n, err)) {
+            free(c);
+            return -1;
+        }
+    free(c);
+    return n;
 }
 
 int llmlab_kv_len(const llmlab_kv *kv, int seq) { return kv->seqs[seq].len; }
@@ -310,14 +540,30 @@ int llmlab_kv_slot_block(const llmlab_kv *kv, int seq, int slot) {
     return kv->seqs[seq].blocks[slot / kv->o.block_size];
 }
 
-int llmlab_kv_slot_valid(const llmlab_kv *kv, int seq, int slot) {
+long llmlab_kv_meta(const llmlab_kv *kv, int seq, int slot, int lane) {
     int b = llmlab_kv_slot_block(kv, seq, slot);
-    return b >= 0 && kv->slot_valid[slot_index(kv, b, slot % kv->o.block_size)];
+    return b < 0 ? -1 : (long)meta_index(kv, b, lane, slot % kv->o.block_size);
+}
+
+int llmlab_kv_lane_valid(const llmlab_kv *kv, int seq, int slot, int lane) {
+    long m = llmlab_kv_meta(kv, seq, slot, lane);
+    return m >= 0 && kv->slot_valid[m];
+}
+
+int32_t llmlab_kv_lane_pos(const llmlab_kv *kv, int seq, int slot, int lane) {
+    long m = llmlab_kv_meta(kv, seq, slot, lane);
+    return m >= 0 && kv->slot_valid[m] ? kv->slot_pos[m] : -1;
+}
+
+int llmlab_kv_slot_valid(const llmlab_kv *kv, int seq, int slot) {
+    for (int lane = 0; lane < kv->n_lanes; lane++)
+        if (llmlab_kv_lane_valid(kv, seq, slot, lane)) return 1;
+    return 0;
 }
 
 int32_t llmlab_kv_slot_pos(const llmlab_kv *kv, int seq, int slot) {
-    int b = llmlab_kv_slot_block(kv, seq, slot);
-    return b < 0 ? -1 : kv->slot_pos[slot_index(kv, b, slot % kv->o.block_size)];
+    long m = llmlab_kv_meta(kv, seq, slot, 0);
+    return m < 0 ? -1 : kv->slot_pos[m];
 }
 
 static float *kv_row(const llmlab_kv *kv, int seq, int slot, int layer, int which) {

@@ -1,4 +1,4 @@
-/* plugin.h - the llmlab plugin ABI (version 1.1).
+/* plugin.h - the llmlab plugin ABI (version 1.2).
  *
  * A plugin is a shared object exporting one function, llmlab_plugin_entry (see
  * LLMLAB_PLUGIN_ENTRY_SYMBOL).  The host calls it with its ABI version and its
@@ -35,7 +35,7 @@ extern "C" {
 #endif
 
 #define LLMLAB_ABI_MAJOR 1
-#define LLMLAB_ABI_MINOR 1
+#define LLMLAB_ABI_MINOR 2
 #define LLMLAB_PLUGIN_ENTRY_SYMBOL "llmlab_plugin_entry"
 
 /* ---- opaque handles ------------------------------------------------------------ */
@@ -90,6 +90,84 @@ typedef struct {
     int32_t pos;
     int logits;           /* 1 = return this token's logits */
 } llmlab_aux_token;
+
+/* ---- attention policies (ABI 1.2) ------------------------------------------------ */
+
+/* Structured visibility of cached keys, evaluated by the attention kernel (never a
+ * mask in memory).  A key at position k is visible to a query at position q when
+ * block == 0 (no pattern), when it is the query itself, or when, with
+ * qb = q / block and kb = k / block, any of these holds:
+ *   kb < global_blocks                    global tokens / attention sinks;
+ *   qb - kb < window_blocks               sliding window (block 1: the W newest
+ *                                         positions, the query included);
+ *   layout[qb * layout_blocks + kb] != 0  a user block-sparse layout (rows past
+ *                                         the layout see nothing but themselves);
+ *   kb is one of the random_blocks blocks drawn for qb (BigBird): distinct blocks
+ *   from [global_blocks, qb - window_blocks] drawn by llmlab_pattern_random_blocks
+ *   below with `seed`; all of them when there are fewer.
+ * Keys are always earlier than their queries (causal); batch tokens keep the
+ * visibility their decoding plugin gave them and the pattern applies on top.
+ * rope_shifted: keys are cached before RoPE and every query/key is rotated at its
+ * rank among the query's visible keys (StreamingLLM's cache positions) instead of
+ * its original position. */
+typedef struct {
+    uint32_t size;          /* sizeof(llmlab_attn_pattern) */
+    int block;              /* tokens per block; 0 = dense (every cached key visible) */
+    int global_blocks;
+    int window_blocks;      /* 0 = no window term */
+    int random_blocks;
+    uint64_t seed;
+    const uint8_t *layout;  /* [layout_blocks][layout_blocks] or NULL; copied by the host */
+    int layout_blocks;
+    int rope_shifted;
+} llmlab_attn_pattern;
+
+/* The random key blocks of query block qb (BigBird): min(r, hi - lo + 1) distinct
+ * blocks of [lo, hi], in draw order, written to out[r].  Draws are uniform by
+ * rejection from a splitmix64 stream seeded with seed ^ (qb * golden ratio), so a
+ * pattern is reproducible from its seed alone.  Returns the count. */
+static inline int llmlab_pattern_random_blocks(uint64_t seed, int qb, int lo, int hi, int r, int *out) {
+    int span = hi - lo + 1, n = 0;
+    if (span <= 0 || r <= 0) return 0;
+    if (r >= span) {
+        for (int i = 0; i < span; i++) out[n++] = lo + i;
+        return n;
+    }
+    uint64_t x = seed ^ ((uint64_t)(uint32_t)qb * 0x9E3779B97F4A7C15ull);
+    while (n < r) {
+        uint64_t z = (x += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        int b = lo + (int)(z % (uint64_t)span), dup = 0;
+        for (int i = 0; i < n; i++) dup |= out[i] == b;
+        if (!dup) out[n++] = b;
+    }
+    return n;
+}
+
+/* Per-slot attention-mass accumulators the attention kernel fills, per lane
+ * (lane = layer * n_kv_heads + kv_head; a KV head's mass sums the probabilities of
+ * the query heads of its GQA group):
+ *   mass - every committed query's probabilities, summed (H2O);
+ *   obs  - the same, only from prompt queries in the last obs_window positions (SnapKV);
+ *   last - the probabilities from the newest committed query alone (TOVA).
+ * Rows that a decoding plugin drops (rejected drafts) leave no trace. */
+
+/* Score eviction run by the engine itself after every committed decode token, and
+ * simulated inside the attention kernel for a speculative chain, so speculative
+ * decoding evicts exactly as autoregressive decoding does.  Per lane: while more
+ * than `capacity` keys are valid, the key with the lowest score is evicted among
+ * those not protected (position < sinks, or one of the `recent` newest positions);
+ * ties go to the oldest position. */
+enum { LLMLAB_SCORE_MASS = 1, LLMLAB_SCORE_LAST = 2 };
+typedef struct {
+    uint32_t size;          /* sizeof(llmlab_evict_rule) */
+    int capacity;           /* keys kept per lane; 0 = no rule */
+    int recent;
+    int sinks;
+    int score;              /* LLMLAB_SCORE_* */
+} llmlab_evict_rule;
 
 typedef struct llmlab_host {
     uint32_t size;       /* sizeof(llmlab_host) of the host */
@@ -200,6 +278,25 @@ typedef struct llmlab_host {
      * "model.norm.weight"); NULL when absent. */
     const void *(*model_tensor)(const llmlab_engine *e, const char *name, llmlab_dtype *dtype,
                                 int64_t shape[4], int *ndim);
+
+    /* ---- ABI 1.2: attention policies -------------------------------------------- */
+
+    /* The structured visibility every forward of the engine applies (call in create). */
+    llmlab_status (*engine_set_pattern)(llmlab_engine *e, const llmlab_attn_pattern *p, llmlab_err *err);
+    /* Turns on the mass/obs/last accumulators (call in create); obs_window: prompt
+     * queries at positions >= prompt_len - obs_window feed `obs` (0: none). */
+    llmlab_status (*engine_want_mass)(llmlab_engine *e, int obs_window, llmlab_err *err);
+    int (*kv_lanes)(const llmlab_engine *e);  /* n_layers * n_kv_heads */
+    int (*model_kv_heads)(const llmlab_engine *e);
+    /* Reads lane `lane` of s's committed slots: each array [seq_kv_len(s)] or NULL.
+     * pos[i] = -1 for a slot that is not valid in this lane.  Returns seq_kv_len. */
+    int (*seq_kv_lane)(const llmlab_seq *s, int lane, int32_t *pos, float *mass, float *obs, float *last);
+    /* Evicts committed slots from one lane only (per-head keep sets). */
+    llmlab_status (*seq_kv_evict_lane)(llmlab_seq *s, int lane, const int *slots, int n, llmlab_err *err);
+    /* Sets s's score eviction rule (rule->capacity 0 clears it). */
+    llmlab_status (*seq_set_evict_rule)(llmlab_seq *s, const llmlab_evict_rule *rule, llmlab_err *err);
+    /* Applies s's rule now: every lane keeps its `capacity` best slots (prompt end). */
+    llmlab_status (*seq_kv_enforce)(llmlab_seq *s, llmlab_err *err);
 } llmlab_host;
 
 /* ---- the four kinds' operation tables ----------------------------------------- */
@@ -244,7 +341,9 @@ typedef struct {
     llmlab_plugin_destroy_fn destroy;
     llmlab_status (*seq_begin)(void *self, llmlab_seq *s, llmlab_err *err);
     void (*seq_end)(void *self, llmlab_seq *s);
-    /* Called after each step that committed tokens to s; may evict slots. */
+    /* Called after each step that committed tokens to s; may evict slots.  Slot
+     * numbers are only valid until the step ends: the engine compacts the cache
+     * after after_step (order kept), so keep positions, not slots, across steps. */
     llmlab_status (*after_step)(void *self, llmlab_seq *s, llmlab_err *err);
 } llmlab_attention_ops;
 

@@ -48,29 +48,69 @@ float llmlab_cpu_dot(const float *a, const float *b, int n) {
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-/* Walks the keys in slot order, calling visit(slot, i) with a running index i. */
+int llmlab_pattern_sees(const llmlab_attn_pattern *p, int32_t q_pos, int32_t k_pos, const int *rand, int n_rand) {
+    if (!p || p->block <= 0 || k_pos == q_pos) return 1;
+    int qb = q_pos / p->block, kb = k_pos / p->block;
+    if (kb < p->global_blocks) return 1;
+    if (p->window_blocks > 0 && qb - kb < p->window_blocks) return 1;
+    if (p->layout && qb < p->layout_blocks && kb < p->layout_blocks &&
+        p->layout[(size_t)qb * (size_t)p->layout_blocks + (size_t)kb])
+        return 1;
+    for (int i = 0; i < n_rand; i++)
+        if (rand[i] == kb) return 1;
+    return 0;
+}
+
+/* Whether the query sees `slot` (prior: must be valid in its lane). */
+static int key_visible(const llmlab_attn_keys *k, int slot, int prior) {
+    int lane = k->layer * k->kv->o.n_kv_heads + k->kv_head;
+    long m = llmlab_kv_meta(k->kv, k->seq, slot, lane);
+    if (m < 0 || (prior && !k->kv->slot_valid[m]) || (k->hide && k->hide[slot])) return 0;
+    return !k->pat || k->pat->block <= 0 || llmlab_pattern_sees(k->pat, k->q_pos, k->kv->slot_pos[m], k->rand, k->n_rand);
+}
+
+/* Walks the visible keys in slot order, running body with the slot and a running index. */
 #define FOR_EACH_KEY(keys, slot, idx, body)                                                     \
     do {                                                                                        \
         int idx = 0;                                                                            \
         for (int slot = 0; slot < (keys)->n_prior; slot++) {                                    \
-            if (!llmlab_kv_slot_valid((keys)->kv, (keys)->seq, slot)) continue;                 \
+            if (!key_visible((keys), slot, 1)) continue;                                        \
             body;                                                                               \
             idx++;                                                                              \
         }                                                                                       \
         for (int e_ = 0; e_ < (keys)->n_extra; e_++) {                                          \
             int slot = (keys)->extra[e_];                                                       \
+            if (!key_visible((keys), slot, 0)) continue;                                        \
             body;                                                                               \
             idx++;                                                                              \
         }                                                                                       \
     } while (0)
 
+static int count_visible(const llmlab_attn_keys *keys) {
+    int n = 0;
+    FOR_EACH_KEY(keys, slot, i, { n = i + 1; (void)slot; });
+    return n;
+}
+
+/* rope_shifted: the key of rank i is rotated at position i (into buf). */
+static const float *key_at_rank(const llmlab_attn_keys *keys, const float *k, int rank, int head_dim, float *buf) {
+    if (!keys->inv_freq) return k;
+    memcpy(buf, k, (size_t)head_dim * sizeof *buf);
+    llmlab_cpu_rope(buf, 1, head_dim, rank, keys->inv_freq);
+    return buf;
+}
+
 void llmlab_cpu_attention(float *out, const float *q, int head_dim, const llmlab_attn_keys *keys,
-                          float scale, float *scores) {
+                          float scale, float *scores, float *mass) {
     const size_t hoff = (size_t)keys->kv_head * (size_t)head_dim;
+    float qbuf[LLMLAB_MAX_HEAD_DIM], kbuf[LLMLAB_MAX_HEAD_DIM];
+    if (keys->inv_freq) /* StreamingLLM: the query sits at its rank, the last visible key */
+        q = key_at_rank(keys, q, count_visible(keys) - 1, head_dim, qbuf);
     int n = 0;
     float mx = -INFINITY;
     FOR_EACH_KEY(keys, slot, i, {
-        const float *k = llmlab_kv_k_row(keys->kv, keys->seq, slot, keys->layer) + hoff;
+        const float *k = key_at_rank(keys, llmlab_kv_k_row(keys->kv, keys->seq, slot, keys->layer) + hoff, i,
+                                     head_dim, kbuf);
         float s = llmlab_cpu_dot(q, k, head_dim) * scale;
         scores[i] = s;
         if (s > mx) mx = s;
@@ -88,15 +128,19 @@ void llmlab_cpu_attention(float *out, const float *q, int head_dim, const llmlab
         const float *v = llmlab_kv_v_row(keys->kv, keys->seq, slot, keys->layer) + hoff;
         float p = scores[i] * inv;
         for (int d = 0; d < head_dim; d++) out[d] += p * v[d];
+        if (mass) mass[slot] += p;
     });
 }
 
 void llmlab_cpu_attention_ref(float *out, const float *q, int head_dim,
                               const llmlab_attn_keys *keys, float scale) {
     const size_t hoff = (size_t)keys->kv_head * (size_t)head_dim;
+    float qbuf[LLMLAB_MAX_HEAD_DIM], kbuf[LLMLAB_MAX_HEAD_DIM];
+    if (keys->inv_freq) q = key_at_rank(keys, q, count_visible(keys) - 1, head_dim, qbuf);
     double mx = -INFINITY, sum = 0.0;
     FOR_EACH_KEY(keys, slot, i, {
-        const float *k = llmlab_kv_k_row(keys->kv, keys->seq, slot, keys->layer) + hoff;
+        const float *k = key_at_rank(keys, llmlab_kv_k_row(keys->kv, keys->seq, slot, keys->layer) + hoff, i,
+                                     head_dim, kbuf);
         double s = 0.0;
         for (int d = 0; d < head_dim; d++) s += (double)q[d] * k[d];
         s *= scale;
@@ -105,7 +149,8 @@ void llmlab_cpu_attention_ref(float *out, const float *q, int head_dim,
     });
     double acc[1024] = {0};
     FOR_EACH_KEY(keys, slot, i, {
-        const float *k = llmlab_kv_k_row(keys->kv, keys->seq, slot, keys->layer) + hoff;
+        const float *k = key_at_rank(keys, llmlab_kv_k_row(keys->kv, keys->seq, slot, keys->layer) + hoff, i,
+                                     head_dim, kbuf);
         const float *v = llmlab_kv_v_row(keys->kv, keys->seq, slot, keys->layer) + hoff;
         double s = 0.0;
         for (int d = 0; d < head_dim; d++) s += (double)q[d] * k[d];
