@@ -126,12 +126,16 @@ static llmlab_status host_seq_evict(llmlab_seq *s, const int *slots, int n, llml
     return llmlab_kv_evict(llmlab_ctx_kv(s->e->ctx), s->kv, slots, n, err);
 }
 
+/* Committed slots only: after compaction there are fewer of them than seq_kv_len. */
 static int host_slot_valid(const llmlab_seq *s, int slot) {
-    return llmlab_kv_slot_valid(llmlab_ctx_kv(s->e->ctx), s->kv, slot);
+    const llmlab_kv *kv = llmlab_ctx_kv(s->e->ctx);
+    return s->kv >= 0 && slot >= 0 && slot < llmlab_kv_committed(kv, s->kv) && llmlab_kv_slot_valid(kv, s->kv, slot);
 }
 
 static int32_t host_slot_pos(const llmlab_seq *s, int slot) {
-    return llmlab_kv_slot_pos(llmlab_ctx_kv(s->e->ctx), s->kv, slot);
+    const llmlab_kv *kv = llmlab_ctx_kv(s->e->ctx);
+    if (s->kv < 0 || slot < 0 || slot >= llmlab_kv_committed(kv, s->kv)) return -1;
+    return llmlab_kv_slot_pos(kv, s->kv, slot);
 }
 
 static int host_step_add(llmlab_step *st, llmlab_seq *s, int32_t token, int32_t pos, int flags, int parent) {

@@ -89,6 +89,30 @@ void llmlab_engine_free(llmlab_engine *e);
 llmlab_status llmlab_engine_run(llmlab_engine *e, const llmlab_request *reqs, int n,
                                 llmlab_run_result **out, llmlab_err *err);
 
+/* Teacher-forced scoring (forced mode).  Called once per scored position, in
+ * position order per request: logits[vocab] are the model's output at text
+ * position pos (it has seen text[0..pos] through the engine's attention plugin),
+ * i.e. the distribution of text[pos + 1].  The pointer is valid during the call
+ * only.  A non-OK return (with err filled) stops the run with that error. */
+typedef llmlab_status (*llmlab_score_fn)(void *user, int req_id, int pos, const float *logits,
+                                         llmlab_err *err);
+
+/* Runs each request's prompt (the WHOLE text, prompt_len tokens) teacher-forced:
+ * the first prefix_len[i] tokens are prefilled (scheduled and chunked by the sched
+ * plugin as usual); then every later text token is fed as the decode token, one
+ * per sequence and step, sequences batched as in llmlab_engine_run.  fn scores
+ * positions prefix_len[i] - 1 .. prompt_len - 2 (prompt_len - prefix_len[i] calls;
+ * the first is the prefill's last row).  After each token the engine keeps its KV
+ * slot (host seq_kv_keep), appends the text's next token (host seq_accept) and
+ * runs the attention plugin's after_step, exactly as in decoding, so evictions
+ * happen token by token.  The decoding plugin is not called at all (not even
+ * seq_begin/seq_end); max_new, sampling and stop_at_eos of the requests are
+ * ignored.  Needs 1 <= prefix_len[i] < prompt_len.  The result is a normal run
+ * result: output = the forced tokens text[prefix_len..), per-step KV records. */
+llmlab_status llmlab_engine_score(llmlab_engine *e, const llmlab_request *reqs, int n,
+                                  const int *prefix_len, llmlab_score_fn fn, void *user,
+                                  llmlab_run_result **out, llmlab_err *err);
+
 /* The chosen plugins and their validated values (for records and listings). */
 const llmlab_plugin_desc *llmlab_engine_plugin(const llmlab_engine *e, llmlab_plugin_kind k);
 const llmlab_params *llmlab_engine_params(const llmlab_engine *e, llmlab_plugin_kind k);
@@ -98,5 +122,8 @@ llmlab_sampling llmlab_engine_sampling(const llmlab_engine *e); /* the decoding 
 int llmlab_engine_threads(const llmlab_engine *e);
 llmlab_kv *llmlab_engine_kv(llmlab_engine *e);
 int llmlab_engine_decode_tokens(const llmlab_engine *e); /* the decoding plugin's max per step */
+/* Seconds spent in attention-policy work outside the forward (committing
+ * attention mass, score eviction, after_step, compaction), summed over runs. */
+double llmlab_engine_policy_seconds(const llmlab_engine *e);
 
 #endif

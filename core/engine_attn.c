@@ -15,6 +15,7 @@
 
 #include "engine_internal.h"
 #include "error.h"
+#include "generate.h"
 
 static llmlab_kv *kv_of(const llmlab_seq *s) { return llmlab_ctx_kv(s->e->ctx); }
 
@@ -132,15 +133,25 @@ llmlab_status llmlab_engine_seq_keep(llmlab_seq *s, const int *slots, int n, llm
     }
     for (int k = 0; k < n; k++) rows[k] = slots[k] - shift;
     llmlab_status st = llmlab_kv_keep(kv, s->kv, rows, n, err);
+    double t0 = llmlab_now();
     for (int k = 0; !st && buf && k < n; k++) st = commit_row(s, rows, k, c0, buf, err);
+    if (buf) s->e->policy_s += llmlab_now() - t0;
     free(rows);
     free(buf);
     return st;
 }
 
-/* After the attention plugin's after_step: close the holes its evictions left
- * when that frees blocks. */
-llmlab_status llmlab_engine_compact(llmlab_seq *s, llmlab_err *err) {
-    if (s->kv < 0) return LLMLAB_OK;
-    return llmlab_kv_compact(kv_of(s), s->kv, err);
+/* The attention plugin's after_step, then compaction of the holes its evictions
+ * left when that frees blocks.  Timed with the commits: the policy's share of a step. */
+llmlab_status llmlab_engine_after_step(llmlab_seq *s, llmlab_err *err) {
+    llmlab_engine *e = s->e;
+    const llmlab_attention_ops *att = e->att.d->ops;
+    double t0 = llmlab_now();
+    llmlab_status r = att->after_step(e->att.self, s, err);
+    if (r) return llmlab_err_prefix(err, "attention plugin '%s': after_step", e->att.d->name);
+    if (s->kv >= 0 && (r = llmlab_kv_compact(kv_of(s), s->kv, err))) return r;
+    e->policy_s += llmlab_now() - t0;
+    return LLMLAB_OK;
 }
+
+double llmlab_engine_policy_seconds(const llmlab_engine *e) { return e->policy_s; }

@@ -32,6 +32,7 @@ struct llmlab_seq {
     double arrival_s, admit_s, first_s, finish_s;
     int forwards;            /* target forwards whose rows this sequence verified */
     double metrics[LLMLAB_MAX_METRICS]; /* plugin counters, indexed like engine->metric_names */
+    const int32_t *forced;   /* [prompt_len + max_new] forced mode: the whole text (caller's); else NULL */
 };
 
 struct llmlab_step {
@@ -85,10 +86,13 @@ struct llmlab_engine {
     char metric_names[LLMLAB_MAX_METRICS][48]; /* counters plugins added with metric_add */
     int n_metrics;
     double step_metrics[LLMLAB_MAX_METRICS]; /* counters of the step in progress */
+    llmlab_score_fn score_fn; /* forced mode (llmlab_engine_score) while non-NULL */
+    void *score_user;
     /* attention policies (engine_attn.c) */
     int mass_on;             /* the attention plugin asked for attention mass */
     int obs_window;          /* prompt queries feeding the `obs` accumulator */
     const llmlab_step *step; /* the step being built or verified (set by step_add) */
+    double policy_s;         /* time in attention-policy work outside the forward */
 };
 
 /* Reallocates n_cols parallel arrays to new_cap elements each; 0 or -1. */
@@ -108,7 +112,7 @@ llmlab_status llmlab_engine_seq_evict_lane(llmlab_seq *s, int lane, const int *s
 llmlab_status llmlab_engine_seq_set_rule(llmlab_seq *s, const llmlab_evict_rule *r, llmlab_err *err);
 llmlab_status llmlab_engine_seq_enforce(llmlab_seq *s, llmlab_err *err);
 llmlab_status llmlab_engine_seq_keep(llmlab_seq *s, const int *slots, int n, llmlab_err *err);
-llmlab_status llmlab_engine_compact(llmlab_seq *s, llmlab_err *err);
+llmlab_status llmlab_engine_after_step(llmlab_seq *s, llmlab_err *err);
 
 /* engine_aux.c: the host table's aux-model and tensor-file functions. */
 llmlab_status llmlab_aux_open(llmlab_engine *e, const char *model, const int *skip, int n_skip,

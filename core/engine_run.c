@@ -9,7 +9,12 @@
  *   5. prompt chunks are committed; sequences whose rows carry logits go to the
  *      decoding plugin's verify(); unaccepted provisional slots are dropped; the
  *      attention plugin's after_step() may evict;
- *   6. finished sequences release their KV blocks. */
+ *   6. finished sequences release their KV blocks.
+ *
+ * Forced mode (llmlab_engine_score) runs the same loop with the decoding plugin
+ * left out: the engine itself forwards the text's next token for every decoding
+ * sequence (forced_propose), hands the logits to the score callback, keeps the
+ * slot and accepts the text's token (forced_verify). */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +39,10 @@ void llmlab_run_result_free(llmlab_run_result *r) {
 static const llmlab_sched_ops *sched_ops(const llmlab_engine *e) { return e->sched.d->ops; }
 static const llmlab_decoding_ops *dec_ops(const llmlab_engine *e) { return e->dec.d->ops; }
 static const llmlab_attention_ops *att_ops(const llmlab_engine *e) { return e->att.d->ops; }
+
+/* Tokens one decoding sequence forwards per step: the decoding plugin's maximum,
+ * or exactly 1 in forced mode. */
+static int decode_width(const llmlab_engine *e) { return e->score_fn ? 1 : e->decode_tokens; }
 
 /* Tokens a sequence needs in its KV cache before its next decode step: the prompt
  * at first; after a preemption, everything but the last accepted token. */
@@ -70,11 +79,27 @@ static llmlab_status step_log_push(llmlab_engine *e, step_log *L, double start, 
     return LLMLAB_OK;
 }
 
+/* Forced mode: the request's prompt is the whole text; its first prefix tokens
+ * become the sequence's prompt and the rest are fed one per step. */
+static llmlab_status seq_force(llmlab_seq *s, const llmlab_request *r, int prefix, llmlab_err *err) {
+    if (prefix < 1 || prefix >= r->prompt_len)
+        return llmlab_err_set(err, LLMLAB_EINVAL,
+                              "request %d: prefix_len %d must be in [1, %d] (a text of %d tokens needs at least one "
+                              "token after the prefix to score)", r->id, prefix, r->prompt_len - 1, r->prompt_len);
+    s->forced = r->prompt;
+    s->len = s->prompt_len = prefix;
+    s->max_new = r->prompt_len - prefix;
+    s->stop_eos = 0;
+    s->state = r->arrival_s > 0 ? LLMLAB_REQ_FUTURE : LLMLAB_REQ_WAITING;
+    return LLMLAB_OK;
+}
+
+/* prefix: [n] forced mode's prefix lengths, NULL for a normal run. */
 static llmlab_status seqs_init(llmlab_engine *e, llmlab_seq *seqs, const llmlab_request *reqs, int n,
-                               llmlab_err *err) {
+                               const int *prefix, llmlab_err *err) {
     for (int i = 0; i < n; i++) {
         const llmlab_request *r = &reqs[i];
-        if (r->prompt_len <= 0 || r->max_new < 0)
+        if (r->prompt_len <= 0 || (r->max_new < 0 && !prefix))
             return llmlab_err_set(err, LLMLAB_EINVAL, "request %d: empty prompt or negative max_new", r->id);
         for (int k = 0; k < r->prompt_len; k++)
             if (r->prompt[k] < 0 || r->prompt[k] >= e->m->cfg.vocab_size)
@@ -86,7 +111,7 @@ static llmlab_status seqs_init(llmlab_engine *e, llmlab_seq *seqs, const llmlab_
         s->e = e;
         s->id = r->id;
         s->kv = -1;
-        s->cap = r->prompt_len + r->max_new + 1;
+        s->cap = r->prompt_len + (prefix ? 0 : r->max_new) + 1;
         if (!(s->tokens = malloc((size_t)s->cap * sizeof *s->tokens)))
             return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
         memcpy(s->tokens, r->prompt, (size_t)r->prompt_len * sizeof *s->tokens);
@@ -98,6 +123,10 @@ static llmlab_status seqs_init(llmlab_engine *e, llmlab_seq *seqs, const llmlab_
         s->arrival_s = r->arrival_s;
         s->state = r->max_new == 0 ? LLMLAB_REQ_FINISHED : (r->arrival_s > 0 ? LLMLAB_REQ_FUTURE : LLMLAB_REQ_WAITING);
         s->admit_s = s->first_s = s->finish_s = -1;
+        if (prefix) {
+            llmlab_status st = seq_force(s, r, prefix[i], err);
+            if (st) return st;
+        }
     }
     return LLMLAB_OK;
 }
@@ -105,7 +134,7 @@ static llmlab_status seqs_init(llmlab_engine *e, llmlab_seq *seqs, const llmlab_
 static void seq_release(llmlab_engine *e, llmlab_seq *s) {
     if (s->state == LLMLAB_REQ_FINISHED && s->kv >= 0 && e->on_finish) e->on_finish(e->on_finish_user, e, s->id, s->kv);
     if (s->begun) {
-        dec_ops(e)->seq_end(e->dec.self, s);
+        if (!s->forced) dec_ops(e)->seq_end(e->dec.self, s);
         att_ops(e)->seq_end(e->att.self, s);
         s->begun = 0;
     }
@@ -140,12 +169,12 @@ static void build_view(llmlab_engine *e, llmlab_seq *seqs, int n, llmlab_sched_r
     }
     llmlab_kv *kv = llmlab_ctx_kv(e->ctx);
     *view = (llmlab_sched_view){sizeof *view, now, n, v, kv->n_free, kv->o.n_blocks, kv->o.block_size,
-                                e->token_budget, e->max_seqs, e->decode_tokens};
+                                e->token_budget, e->max_seqs, decode_width(e)};
 }
 
 static llmlab_status seq_begin(llmlab_engine *e, llmlab_seq *s, llmlab_err *err) {
     if (s->begun) return LLMLAB_OK;
-    llmlab_status r = dec_ops(e)->seq_begin(e->dec.self, s, err);
+    llmlab_status r = s->forced ? LLMLAB_OK : dec_ops(e)->seq_begin(e->dec.self, s, err);
     if (r) return llmlab_err_prefix(err, "decoding plugin '%s': seq_begin", e->dec.d->name);
     if ((r = att_ops(e)->seq_begin(e->att.self, s, err)))
         return llmlab_err_prefix(err, "attention plugin '%s': seq_begin", e->att.d->name);
@@ -190,6 +219,37 @@ static llmlab_status add_decode(llmlab_engine *e, llmlab_seq *s, llmlab_step *st
     return LLMLAB_OK;
 }
 
+/* Forced mode's propose: the last accepted text token at position seq_kv_len,
+ * with logits (what autoregressive decoding forwards). */
+static llmlab_status forced_propose(llmlab_engine *e, llmlab_seq *s, llmlab_step *st, llmlab_err *err) {
+    s->verify_now = 1;
+    int pos = seq_computed(s);
+    if (llmlab_host_table()->step_add(st, s, s->tokens[s->len - 1], pos, LLMLAB_ROW_LOGITS, -1) < 0)
+        return llmlab_err_set(err, LLMLAB_EINVAL, "forced mode: token budget exceeded by sched plugin '%s'",
+                              e->sched.d->name);
+    return LLMLAB_OK;
+}
+
+/* Forced mode's verify: the sequence's last row (the prompt's last token, or the
+ * forced token) is scored, its slot kept, and the text's next token accepted. */
+static llmlab_status forced_verify(llmlab_engine *e, llmlab_seq *s, llmlab_step *st, llmlab_err *err) {
+    const llmlab_host *H = llmlab_host_table();
+    int last = -1;
+    for (int i = 0; i < st->b->n; i++)
+        if (st->owner[i] == s) last = i;
+    const float *logits = last >= 0 ? H->step_logits(st, last) : NULL;
+    if (!logits || st->b->pos[last] != s->len - 1)
+        return llmlab_err_set(err, LLMLAB_EINVAL, "forced mode: request %d has no logits row for position %d",
+                              s->id, s->len - 1);
+    int slot = H->step_slot(st, last);
+    llmlab_status r = LLMLAB_OK;
+    if (slot >= seq_computed(s) && (r = H->seq_kv_keep(s, &slot, 1, err)))
+        return llmlab_err_prefix(err, "forced mode: request %d: keeping the slot of position %d", s->id, s->len - 1);
+    if ((r = e->score_fn(e->score_user, s->id, s->len - 1, logits, err)))
+        return llmlab_err_prefix(err, "forced mode: request %d: score callback at position %d", s->id, s->len - 1);
+    return H->seq_accept(s, &s->forced[s->len], 1, err);
+}
+
 /* In mask visibility, tokens that never got step_see see their parent chain. */
 static void fill_chain_masks(llmlab_step *st) {
     llmlab_batch *b = st->b;
@@ -211,17 +271,18 @@ static llmlab_status finish_step(llmlab_engine *e, llmlab_seq *seqs, int n, cons
         if (s->verify_now) {
             llmlab_status r = seq_begin(e, s, err);
             if (r) return r;
-            r = dec_ops(e)->verify(e->dec.self, s, st, err);
-            if (r) return llmlab_err_prefix(err, "decoding plugin '%s': verify", e->dec.d->name);
+            if (s->forced) r = forced_verify(e, s, st, err);
+            else if ((r = dec_ops(e)->verify(e->dec.self, s, st, err)))
+                llmlab_err_prefix(err, "decoding plugin '%s': verify", e->dec.d->name);
+            if (r) return r;
             s->forwards++;
             s->verify_now = 0;
         }
         if (s->kv >= 0 && llmlab_kv_len(kv, s->kv) > llmlab_kv_committed(kv, s->kv))
             llmlab_kv_truncate(kv, s->kv, llmlab_kv_committed(kv, s->kv), NULL);
         if (s->begun && s->state == LLMLAB_REQ_RUNNING) {
-            llmlab_status r = att_ops(e)->after_step(e->att.self, s, err);
-            if (r) return llmlab_err_prefix(err, "attention plugin '%s': after_step", e->att.d->name);
-            if ((r = llmlab_engine_compact(s, err))) return r;
+            llmlab_status r = llmlab_engine_after_step(s, err);
+            if (r) return r;
         }
         if (s->state == LLMLAB_REQ_FINISHED) {
             s->finish_s = now;
@@ -373,16 +434,17 @@ static llmlab_status iterate(llmlab_engine *e, llmlab_seq *seqs, int n, llmlab_s
         }
         if (s->state == LLMLAB_REQ_WAITING && (r = seq_admit(e, s, now, err))) return r;
         int prefill = in_prefill(s);
-        total += prefill ? plan[i] : e->decode_tokens;
+        total += prefill ? plan[i] : decode_width(e);
         if (total > e->token_budget)
             return llmlab_err_set(err, LLMLAB_EINVAL,
                                   "sched plugin '%s' planned more than the token budget %d (a decoding sequence "
-                                  "counts %d tokens)", e->sched.d->name, e->token_budget, e->decode_tokens);
+                                  "counts %d tokens)", e->sched.d->name, e->token_budget, decode_width(e));
         if (prefill) r = add_prefill(e, s, plan[i], st, err);
         else if (!(r = seq_begin(e, s, err))) st->decoders[n_dec++] = s;
     }
-    if (!r) r = decode_step_begin(e, st->decoders, n_dec, err);
-    for (int k = 0; k < n_dec && !r; k++) r = add_decode(e, st->decoders[k], st, err);
+    if (!r && !e->score_fn) r = decode_step_begin(e, st->decoders, n_dec, err);
+    for (int k = 0; k < n_dec && !r; k++)
+        r = e->score_fn ? forced_propose(e, st->decoders[k], st, err) : add_decode(e, st->decoders[k], st, err);
     if (r) return r;
     fill_chain_masks(st);
     *progress = st->b->n > 0;
@@ -407,8 +469,9 @@ static llmlab_status iterate(llmlab_engine *e, llmlab_seq *seqs, int n, llmlab_s
                          (double)blocks * (double)llmlab_kv_block_bytes(kv), (int)(gen1 - gen0), err);
 }
 
-llmlab_status llmlab_engine_run(llmlab_engine *e, const llmlab_request *reqs, int n, llmlab_run_result **out,
-                                llmlab_err *err) {
+/* The run loop of both modes; prefix (forced mode) is NULL for a normal run. */
+static llmlab_status run_loop(llmlab_engine *e, const llmlab_request *reqs, int n, const int *prefix,
+                              llmlab_run_result **out, llmlab_err *err) {
     *out = NULL;
     llmlab_seq *seqs = calloc((size_t)(n ? n : 1), sizeof *seqs);
     llmlab_sched_req *view = calloc((size_t)(n ? n : 1), sizeof *view);
@@ -423,7 +486,7 @@ llmlab_status llmlab_engine_run(llmlab_engine *e, const llmlab_request *reqs, in
     llmlab_status r = LLMLAB_OK;
     if (!seqs || !view || !plan || !preempt || !st.b || !st.owner || !st.row || !st.masked || !st.decoders)
         r = llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
-    if (!r) r = seqs_init(e, seqs, reqs, n, err);
+    if (!r) r = seqs_init(e, seqs, reqs, n, prefix, err);
     /* A fresh scheduler instance per run: schedulers keep per-run state. */
     if (!r) r = sched_ops(e)->create(&e->sched.self, llmlab_host_table(), e, e->sched.p, err);
     memset(&e->toks, 0, sizeof e->toks);
@@ -483,5 +546,23 @@ llmlab_status llmlab_engine_run(llmlab_engine *e, const llmlab_request *reqs, in
     free(st.masked);
     free(st.decoders);
     llmlab_batch_free(st.b);
+    return r;
+}
+
+llmlab_status llmlab_engine_run(llmlab_engine *e, const llmlab_request *reqs, int n, llmlab_run_result **out,
+                                llmlab_err *err) {
+    return run_loop(e, reqs, n, NULL, out, err);
+}
+
+llmlab_status llmlab_engine_score(llmlab_engine *e, const llmlab_request *reqs, int n, const int *prefix_len,
+                                  llmlab_score_fn fn, void *user, llmlab_run_result **out, llmlab_err *err) {
+    *out = NULL;
+    if (!fn || (n > 0 && (!reqs || !prefix_len)))
+        return llmlab_err_set(err, LLMLAB_EINVAL, "llmlab_engine_score: requests, prefix_len and fn are required");
+    e->score_fn = fn;
+    e->score_user = user;
+    llmlab_status r = run_loop(e, reqs, n, prefix_len, out, err);
+    e->score_fn = NULL;
+    e->score_user = NULL;
     return r;
 }

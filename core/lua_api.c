@@ -387,7 +387,7 @@ static void open_module(lua_State *L, const llmlab_lua_opts *o) {
     static const luaL_Reg fns[] = {{"synth", l_synth},     {"derive", l_derive},     {"model", l_model},
                                    {"engine", llmlab_lua_engine_new}, {"workload", l_workload},
                                    {"results", llmlab_lua_results_new}, {"plugins", l_plugins},
-                                   {"load_plugin", l_load_plugin}, {NULL, NULL}};
+                                   {"load_plugin", l_load_plugin}, {"fidelity", llmlab_lua_fidelity}, {NULL, NULL}};
     luaL_newlib(L, fns);
     lua_newtable(L);
     for (int i = 0; i < o->n_set; i++) {

@@ -8,6 +8,8 @@
  *   llmlab.workload{prompts={...} | lengths={...}, max_new=..., seed=...} -> workload
  *   e:run(workload) -> result {summary, requests, steps}
  *   llmlab.results(path):write(run_name, result)
+ *   llmlab.fidelity{model=m, attention={"name", ...}, texts={...} | workload=w, prefix=N, ...}
+ *       -> {kl, top1, ppl, ppl_dense, tok_per_s, kv_bytes_mean, kv_bytes_max, texts, per_token, _run}
  *   llmlab.plugins() -> list;  llmlab.load_plugin(path);  llmlab.args (from --set)
  * docs/lua-api.md is the reference. */
 #ifndef LLMLAB_LUA_API_H

@@ -1,4 +1,5 @@
-/* lua_engine.c - llmlab.engine, e:generate, e:run, and llmlab.results(path):write. */
+/* lua_engine.c - llmlab.engine, e:generate, e:run, and llmlab.results(path):write
+ * (which also records llmlab.fidelity's results, lua_fidelity.c). */
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdlib.h>
@@ -11,26 +12,16 @@
 #include "run_record.h"
 #include "tokenizer.h"
 
-typedef struct {
-    llmlab_engine *e;
-    uint64_t seed;
-} lua_engine;
-
-typedef struct {
-    llmlab_run_result *r;
-    char start[32], end[32];
-} lua_result;
+typedef llmlab_lua_engine lua_engine; /* lua_internal.h */
+typedef llmlab_lua_result lua_result;
 
 /* ---- plugin choice tables: {"name", key = value, ...} ------------------------------- */
 
-typedef struct {
-    llmlab_param_value v[64];
-    int n;
-} choice_values;
+typedef llmlab_lua_choice_values choice_values;
 
 /* Reads field `kind` of the options table into a plugin choice; values point into
  * Lua strings kept alive by the options table. */
-static void read_choice(lua_State *L, int opts, const char *kind, llmlab_plugin_choice *c, choice_values *cv) {
+void llmlab_lua_read_choice(lua_State *L, int opts, const char *kind, llmlab_plugin_choice *c, choice_values *cv) {
     memset(c, 0, sizeof *c);
     cv->n = 0;
     int ty = lua_getfield(L, opts, kind);
@@ -104,10 +95,10 @@ int llmlab_lua_engine_new(lua_State *L) {
     llmlab_lua_opts *ctx = llmlab_lua_ctx(L);
     choice_values cv[4]; /* values point into Lua strings held by the options table */
     llmlab_engine_opts o = {.registry = ctx->registry};
-    read_choice(L, 1, "decoding", &o.decoding, &cv[0]);
-    read_choice(L, 1, "attention", &o.attention, &cv[1]);
-    read_choice(L, 1, "quant", &o.quant, &cv[2]);
-    read_choice(L, 1, "sched", &o.sched, &cv[3]);
+    llmlab_lua_read_choice(L, 1, "decoding", &o.decoding, &cv[0]);
+    llmlab_lua_read_choice(L, 1, "attention", &o.attention, &cv[1]);
+    llmlab_lua_read_choice(L, 1, "quant", &o.quant, &cv[2]);
+    llmlab_lua_read_choice(L, 1, "sched", &o.sched, &cv[3]);
     o.decoding.values = cv[0].v, o.decoding.n_values = cv[0].n;
     o.attention.values = cv[1].v, o.attention.n_values = cv[1].n;
     o.quant.values = cv[2].v, o.quant.n_values = cv[2].n;
@@ -130,7 +121,7 @@ int llmlab_lua_engine_new(lua_State *L) {
 }
 
 /* Reads a prompt (string -> byte tokens, or a table of ids) into a malloc'd array. */
-static int32_t *read_prompt(lua_State *L, int idx, int *n) {
+int32_t *llmlab_lua_read_prompt(lua_State *L, int idx, int *n) {
     if (lua_type(L, idx) == LUA_TSTRING) {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
@@ -206,7 +197,7 @@ static int engine_generate(lua_State *L) {
     if (max_new < 0) return luaL_error(L, "generate: max_new must be >= 0");
     const char *bad = llmlab_sampling_check(&samp);
     if (bad) return luaL_error(L, "generate: %s", bad);
-    int32_t *prompt = read_prompt(L, 2, &n);
+    int32_t *prompt = llmlab_lua_read_prompt(L, 2, &n);
     if (n == 0) {
         free(prompt);
         return luaL_error(L, "generate: the prompt is empty");
@@ -240,6 +231,8 @@ static int result_gc(lua_State *L) {
     lua_result *u = luaL_checkudata(L, 1, "llmlab.result");
     llmlab_run_result_free(u->r);
     u->r = NULL;
+    llmlab_fid_result_free(u->fid);
+    u->fid = NULL;
     return 0;
 }
 
@@ -267,7 +260,7 @@ static int engine_run(lua_State *L) {
     for (int i = 0; i < n; i++) {
         lua_geti(L, rq, i + 1);
         lua_getfield(L, -1, "prompt");
-        prompts[i] = read_prompt(L, lua_gettop(L), &reqs[i].prompt_len);
+        prompts[i] = llmlab_lua_read_prompt(L, lua_gettop(L), &reqs[i].prompt_len);
         lua_pop(L, 1);
         reqs[i].id = i;
         reqs[i].prompt = prompts[i];
@@ -278,6 +271,7 @@ static int engine_run(lua_State *L) {
     }
     lua_result *res = lua_newuserdatauv(L, sizeof *res, 1);
     res->r = NULL;
+    res->fid = NULL;
     luaL_setmetatable(L, "llmlab.result");
     lua_pushvalue(L, 1); /* the result keeps its engine alive for results:write */
     lua_setiuservalue(L, -2, 1);
@@ -348,7 +342,7 @@ static int results_write(lua_State *L) {
     luaL_checktype(L, 3, LUA_TTABLE);
     lua_getfield(L, 3, "_run");
     lua_result *res = luaL_testudata(L, -1, "llmlab.result");
-    if (!res || !res->r) return luaL_error(L, "results:write: expected the result of e:run(...)");
+    if (!res || !res->r) return luaL_error(L, "results:write: expected the result of e:run(...) or llmlab.fidelity{...}");
     lua_getiuservalue(L, -1, 1);
     lua_engine *eu = luaL_checkudata(L, -1, "llmlab.engine");
     llmlab_lua_opts *ctx = llmlab_lua_ctx(L);
@@ -368,6 +362,7 @@ static int results_write(lua_State *L) {
     llmlab_record_info info = {ctx->script_path, script, "cpu", ctx->settings->device,
                                llmlab_engine_threads(eu->e), eu->seed, res->start, res->end};
     if (!st) st = llmlab_record_run(run, eu->e, res->r, &info, &err);
+    if (!st && res->fid) st = llmlab_fidelity_record(run, res->fid, &err);
     if (!st) st = llmlab_results_write(path, run, &err);
     llmlab_run_free(run);
     free(script);

@@ -8,6 +8,7 @@ int llmlab_cmd_synth(int argc, char **argv);
 int llmlab_cmd_train_medusa(int argc, char **argv);
 int llmlab_cmd_derive(int argc, char **argv);
 int llmlab_cmd_bench(int argc, char **argv);
+int llmlab_cmd_bench_policy(int argc, char **argv);
 int llmlab_cmd_run(int argc, char **argv);
 int llmlab_cmd_plugins(int argc, char **argv);
 

@@ -20,6 +20,7 @@ static const command commands[] = {
     {"train-medusa", llmlab_cmd_train_medusa, "train Medusa heads for a model (CPU), for the medusa plugin"},
     {"derive", llmlab_cmd_derive, "copy a model keeping its first layers and/or in another dtype (drafts)"},
     {"bench", llmlab_cmd_bench, "measure prefill/decode speed against memory bandwidth"},
+    {"bench-policy", llmlab_cmd_bench_policy, "cost of attention/KV policies per decode step vs dense"},
 };
 
 static void usage(FILE *f) {

@@ -209,6 +209,9 @@ typedef struct llmlab_host {
     llmlab_status (*seq_kv_keep)(llmlab_seq *s, const int *slots, int n, llmlab_err *err);
     /* KV: mark committed slots invalid (attention policies). */
     llmlab_status (*seq_kv_evict)(llmlab_seq *s, const int *slots, int n, llmlab_err *err);
+    /* A committed slot: valid in any lane / its position in lane 0 (0 / -1 past the
+     * committed slots; since 1.2 there may be fewer slots than seq_kv_len, see
+     * seq_kv_lane for their count). */
     int (*seq_kv_slot_valid)(const llmlab_seq *s, int slot);
     int32_t (*seq_kv_slot_pos)(const llmlab_seq *s, int slot);
 
@@ -288,8 +291,10 @@ typedef struct llmlab_host {
     llmlab_status (*engine_want_mass)(llmlab_engine *e, int obs_window, llmlab_err *err);
     int (*kv_lanes)(const llmlab_engine *e);  /* n_layers * n_kv_heads */
     int (*model_kv_heads)(const llmlab_engine *e);
-    /* Reads lane `lane` of s's committed slots: each array [seq_kv_len(s)] or NULL.
-     * pos[i] = -1 for a slot that is not valid in this lane.  Returns seq_kv_len. */
+    /* Reads lane `lane` of s's committed slots into arrays of seq_kv_len(s) entries
+     * (NULL = skip); returns the number of slots n filled (n <= seq_kv_len: after
+     * compaction the cache holds fewer slots than tokens).  Slots are in position
+     * order within a lane; pos[i] = -1 for a slot not valid in this lane. */
     int (*seq_kv_lane)(const llmlab_seq *s, int lane, int32_t *pos, float *mass, float *obs, float *last);
     /* Evicts committed slots from one lane only (per-head keep sets). */
     llmlab_status (*seq_kv_evict_lane)(llmlab_seq *s, int lane, const int *slots, int n, llmlab_err *err);
