@@ -31,7 +31,7 @@ if not model_dir then
   local f = io.open(model_dir .. "/config.json")
   if f then f:close()
   else llmlab.synth{dir = model_dir, vocab = 4096, dim = 256, layers = 4, heads = 8, kv_heads = 4, ffn = 704,
-                    max_pos = 8192, seed = 5} end
+                    seed = 5} end
 end
 local model = llmlab.model{path = model_dir}
 local workload = llmlab.workload{lengths = (function() local t = {} for i = 1, n_texts do t[i] = len end return t end)(),
