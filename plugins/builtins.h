@@ -16,6 +16,9 @@ const llmlab_plugin_desc *llmlab_builtin_dense(uint32_t, uint32_t, const llmlab_
 const llmlab_plugin_desc *llmlab_builtin_window(uint32_t, uint32_t, const llmlab_host *);
 const llmlab_plugin_desc *llmlab_builtin_sinks(uint32_t, uint32_t, const llmlab_host *);
 const llmlab_plugin_desc *llmlab_builtin_sparse(uint32_t, uint32_t, const llmlab_host *);
+const llmlab_plugin_desc *llmlab_builtin_h2o(uint32_t, uint32_t, const llmlab_host *);
+const llmlab_plugin_desc *llmlab_builtin_snapkv(uint32_t, uint32_t, const llmlab_host *);
+const llmlab_plugin_desc *llmlab_builtin_tova(uint32_t, uint32_t, const llmlab_host *);
 const llmlab_plugin_desc *llmlab_builtin_quant_none(uint32_t, uint32_t, const llmlab_host *);
 const llmlab_plugin_desc *llmlab_builtin_fcfs(uint32_t, uint32_t, const llmlab_host *);
 const llmlab_plugin_desc *llmlab_builtin_continuous(uint32_t, uint32_t, const llmlab_host *);
