@@ -346,7 +346,8 @@ typedef struct {
     llmlab_plugin_destroy_fn destroy;
     llmlab_status (*seq_begin)(void *self, llmlab_seq *s, llmlab_err *err);
     void (*seq_end)(void *self, llmlab_seq *s);
-    /* Called after each step that committed tokens to s; may evict slots.  Slot
+    /* Called after each step that committed tokens to s, except the step that
+     * finishes it (seq_end still sees its cache then); may evict slots.  Slot
      * numbers are only valid until the step ends: the engine compacts the cache
      * after after_step (order kept), so keep positions, not slots, across steps. */
     llmlab_status (*after_step)(void *self, llmlab_seq *s, llmlab_err *err);
