@@ -41,9 +41,9 @@ static llmlab_status h2o_create(void **self, const llmlab_host *h, llmlab_engine
                                 llmlab_err *err) {
     *self = NULL;
     if (h->size < offsetof(llmlab_host, seq_kv_enforce) + sizeof h->seq_kv_enforce)
-        return llmlab_att_fail(err, LLMLAB_EUNSUPPORTED, "h2o needs a host with ABI 1.2 (attention policies)");
+        return llmlab_plugin_fail(err, LLMLAB_EUNSUPPORTED, "h2o needs a host with ABI 1.2 (attention policies)");
     h2o_state *a = h->alloc(sizeof *a);
-    if (!a) return llmlab_att_fail(err, LLMLAB_ENOMEM, "h2o: out of memory");
+    if (!a) return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "h2o: out of memory");
     a->h = h;
     a->heavy = (int)h->param_int(p, "heavy");
     a->recent = (int)h->param_int(p, "recent");
@@ -84,7 +84,7 @@ static llmlab_status h2o_seq_begin(void *self, llmlab_seq *s, llmlab_err *err) {
     int heavy = llmlab_att_budget(a->heavy, a->heavy_ratio, L, 1);
     int recent = llmlab_att_budget(a->recent, a->recent_ratio, L, 1);
     struct h2o_cap *c = h->alloc(sizeof *c);
-    if (!c) return llmlab_att_fail(err, LLMLAB_ENOMEM, "h2o: out of memory");
+    if (!c) return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "h2o: out of memory");
     c->s = s;
     c->capacity = heavy + recent;
     c->next = a->caps;

@@ -11,22 +11,7 @@
 #include <stdio.h>
 
 #include "llmlab/plugin.h"
-
-static inline llmlab_status llmlab_att_fail(llmlab_err *err, llmlab_status code, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-static inline llmlab_status llmlab_att_fail(llmlab_err *err, llmlab_status code, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        err->code = code;
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
+#include "plugins/plugin_util.h"
 
 /* A token budget: `absolute` when > 0, else floor(ratio * prompt_len), at least
  * `at_least`. */
@@ -103,19 +88,19 @@ static inline llmlab_status llmlab_att_track_step(llmlab_att_track *t, llmlab_se
     llmlab_att_seq *q = t->seqs;
     while (q && q->s != s) q = q->next;
     if (!q) {
-        if (!(q = h->alloc(sizeof *q))) return llmlab_att_fail(err, LLMLAB_ENOMEM, "%s: out of memory", who);
+        if (!(q = h->alloc(sizeof *q))) return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "%s: out of memory", who);
         q->s = s;
         q->next = t->seqs;
         t->seqs = q;
     }
     int32_t *pos = llmlab_att_scratch(t, tokens);
-    if (!pos) return llmlab_att_fail(err, LLMLAB_ENOMEM, "%s: out of memory for %d positions", who, tokens);
+    if (!pos) return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "%s: out of memory for %d positions", who, tokens);
     long long valid = 0;
     for (int lane = 0; lane < t->lanes; lane++) {
         int n = h->seq_kv_lane(s, lane, pos, NULL, NULL, NULL), c = 0;
         for (int i = 0; i < n; i++) c += pos[i] >= 0;
         if (capacity > 0 && c > capacity)
-            return llmlab_att_fail(err, LLMLAB_EINVAL,
+            return llmlab_plugin_fail(err, LLMLAB_EINVAL,
                                    "%s: lane %d of sequence %d keeps %d tokens, over its budget of %d", who, lane,
                                    h->seq_id(s), c, capacity);
         valid += c;

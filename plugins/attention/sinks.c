@@ -20,12 +20,11 @@
  * eviction drops only keys the pattern hides, so outputs equal the masked
  * computation exactly (with shifted positions too: ranks count visible keys).
  * docs/attention/sinks.md. */
-#include <stdarg.h>
 #include <stddef.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "plugins/builtins.h"
+#include "plugins/plugin_util.h"
 
 typedef struct {
     const llmlab_host *h;
@@ -41,24 +40,13 @@ static const llmlab_param_spec sinks_params[] = {
      "RoPE positions: shifted = rank in the cache (StreamingLLM), original = position in the text"},
 };
 
-static llmlab_status fail(llmlab_err *err, llmlab_status code, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    if (err) {
-        err->code = code;
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-    }
-    va_end(ap);
-    return code;
-}
-
 static llmlab_status sinks_create(void **self, const llmlab_host *h, llmlab_engine *e, const llmlab_params *p,
                                   llmlab_err *err) {
     *self = NULL;
     if (h->size < offsetof(llmlab_host, seq_kv_lane) + sizeof h->seq_kv_lane)
-        return fail(err, LLMLAB_EUNSUPPORTED, "sinks needs a host with ABI 1.2 (attention patterns)");
+        return llmlab_plugin_fail(err, LLMLAB_EUNSUPPORTED, "sinks needs a host with ABI 1.2 (attention patterns)");
     sinks_state *a = h->alloc(sizeof *a);
-    if (!a) return fail(err, LLMLAB_ENOMEM, "sinks: out of memory");
+    if (!a) return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "sinks: out of memory");
     a->h = h;
     a->sinks = (int)h->param_int(p, "sinks");
     a->window = (int)h->param_int(p, "window");
@@ -91,7 +79,7 @@ static llmlab_status evict_range(const llmlab_host *h, llmlab_seq *s, int32_t lo
     int32_t *pos = h->alloc((size_t)cap * sizeof *pos);
     int *slots = h->alloc((size_t)cap * sizeof *slots);
     llmlab_status st = LLMLAB_OK;
-    if (!pos || !slots) st = fail(err, LLMLAB_ENOMEM, "sinks: out of memory for %d positions", cap);
+    if (!pos || !slots) st = llmlab_plugin_fail(err, LLMLAB_ENOMEM, "sinks: out of memory for %d positions", cap);
     int n = st ? 0 : h->seq_kv_lane(s, 0, pos, NULL, NULL, NULL), k = 0;
     for (int i = 0; i < n; i++)
         if (pos[i] >= lo && pos[i] <= hi) slots[k++] = i; /* -1 (evicted already) is below lo */

@@ -38,19 +38,19 @@ static llmlab_status snapkv_create(void **self, const llmlab_host *h, llmlab_eng
                                    llmlab_err *err) {
     *self = NULL;
     if (h->size < offsetof(llmlab_host, seq_kv_enforce) + sizeof h->seq_kv_enforce)
-        return llmlab_att_fail(err, LLMLAB_EUNSUPPORTED, "snapkv needs a host with ABI 1.2 (attention policies)");
+        return llmlab_plugin_fail(err, LLMLAB_EUNSUPPORTED, "snapkv needs a host with ABI 1.2 (attention policies)");
     int window = (int)h->param_int(p, "window"), kernel = (int)h->param_int(p, "kernel");
     int budget = (int)h->param_int(p, "budget");
     if (kernel % 2 == 0)
-        return llmlab_att_fail(err, LLMLAB_EINVAL,
+        return llmlab_plugin_fail(err, LLMLAB_EINVAL,
                                "snapkv: kernel (%d) must be odd: the pooling window is centred on each position",
                                kernel);
     if (budget > 0 && budget < window)
-        return llmlab_att_fail(err, LLMLAB_EINVAL,
+        return llmlab_plugin_fail(err, LLMLAB_EINVAL,
                                "snapkv: budget (%d) is below the observation window (%d): the window is always kept",
                                budget, window);
     snapkv_state *a = h->alloc(sizeof *a);
-    if (!a) return llmlab_att_fail(err, LLMLAB_ENOMEM, "snapkv: out of memory");
+    if (!a) return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "snapkv: out of memory");
     a->h = h;
     a->window = window;
     a->kernel = kernel;
@@ -124,7 +124,7 @@ static llmlab_status snapkv_seq_begin(void *self, llmlab_seq *s, llmlab_err *err
     snap_cand *c = h->alloc((size_t)P * sizeof *c);
     llmlab_status st = LLMLAB_OK;
     if (!pos || !obs || !votes || !slot_of || !ev || !c)
-        st = llmlab_att_fail(err, LLMLAB_ENOMEM, "snapkv: out of memory for a prompt of %d tokens", L);
+        st = llmlab_plugin_fail(err, LLMLAB_ENOMEM, "snapkv: out of memory for a prompt of %d tokens", L);
     for (int lane = 0; lane < a->lanes && !st; lane++)
         st = snapkv_lane(a, s, lane, P, keep, pos, obs, votes, slot_of, c, ev, err);
     if (!st) h->metric_add(s, "evicted", (double)(L - budget));

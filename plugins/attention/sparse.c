@@ -23,12 +23,12 @@
  * docs/attention/sparse.md. */
 #include <ctype.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "plugins/builtins.h"
+#include "plugins/plugin_util.h"
 
 enum { PAT_LONGFORMER, PAT_BIGBIRD, PAT_LAYOUT };
 enum { MAX_LAYOUT_BLOCKS = 4096 }; /* the layout is [n][n] bytes: 16 MiB at most */
@@ -56,32 +56,21 @@ static const llmlab_param_spec sparse_params[] = {
      "pattern=layout: text file, one line of 0/1 per query block, one character per key block"},
 };
 
-static llmlab_status fail(llmlab_err *err, llmlab_status code, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    if (err) {
-        err->code = code;
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-    }
-    va_end(ap);
-    return code;
-}
-
 /* The whole file as a NUL-terminated host allocation. */
 static char *slurp(const llmlab_host *h, const char *path, llmlab_err *err) {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        fail(err, LLMLAB_EIO, "sparse: cannot open layout file '%s': %s", path, strerror(errno));
+        llmlab_plugin_fail(err, LLMLAB_EIO, "sparse: cannot open layout file '%s': %s", path, strerror(errno));
         return NULL;
     }
     long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
     char *text = NULL;
     if (n < 0 || n > (1L << 26) || fseek(f, 0, SEEK_SET) != 0)
-        fail(err, LLMLAB_EIO, "sparse: cannot read layout file '%s' (not a regular file of at most 64 MiB)", path);
+        llmlab_plugin_fail(err, LLMLAB_EIO, "sparse: cannot read layout file '%s' (not a regular file of at most 64 MiB)", path);
     else if (!(text = h->alloc((size_t)n + 1)))
-        fail(err, LLMLAB_ENOMEM, "sparse: out of memory reading layout file '%s'", path);
+        llmlab_plugin_fail(err, LLMLAB_ENOMEM, "sparse: out of memory reading layout file '%s'", path);
     else if (fread(text, 1, (size_t)n, f) != (size_t)n) {
-        fail(err, LLMLAB_EIO, "sparse: cannot read layout file '%s': %s", path, strerror(errno));
+        llmlab_plugin_fail(err, LLMLAB_EIO, "sparse: cannot read layout file '%s': %s", path, strerror(errno));
         h->free(text);
         text = NULL;
     }
@@ -110,14 +99,14 @@ static llmlab_status read_layout(sparse_state *a, const char *path, uint8_t **ou
                     snprintf(shown, sizeof shown, isprint((unsigned char)p[c]) ? "'%c'" : "byte %d",
                              isprint((unsigned char)p[c]) ? p[c] : (unsigned char)p[c]);
                     h->free(text);
-                    return fail(err, LLMLAB_EFORMAT,
+                    return llmlab_plugin_fail(err, LLMLAB_EFORMAT,
                                 "sparse: layout file '%s' line %d column %zu: %s is not 0 or 1 (one line per "
                                 "query block, one 0/1 character per key block)",
                                 path, line + 1, c + 1, shown);
                 }
                 if (p[c] == '1' && (int)c > rows) {
                     h->free(text);
-                    return fail(err, LLMLAB_EFORMAT,
+                    return llmlab_plugin_fail(err, LLMLAB_EFORMAT,
                                 "sparse: layout file '%s' line %d: query block %d marks key block %zu, a later block "
                                 "(attention is causal: row r may mark blocks 0..r)",
                                 path, line + 1, rows, c);
@@ -125,7 +114,7 @@ static llmlab_status read_layout(sparse_state *a, const char *path, uint8_t **ou
             }
             if (++rows > MAX_LAYOUT_BLOCKS) {
                 h->free(text);
-                return fail(err, LLMLAB_EFORMAT, "sparse: layout file '%s' has more than %d rows", path,
+                return llmlab_plugin_fail(err, LLMLAB_EFORMAT, "sparse: layout file '%s' has more than %d rows", path,
                             MAX_LAYOUT_BLOCKS);
             }
         }
@@ -133,14 +122,14 @@ static llmlab_status read_layout(sparse_state *a, const char *path, uint8_t **ou
     }
     if (rows == 0) {
         h->free(text);
-        return fail(err, LLMLAB_EFORMAT, "sparse: layout file '%s' has no rows (one line of 0/1 per query block)",
+        return llmlab_plugin_fail(err, LLMLAB_EFORMAT, "sparse: layout file '%s' has no rows (one line of 0/1 per query block)",
                     path);
     }
     uint8_t *L = h->alloc((size_t)rows * (size_t)rows);
     int *last = h->alloc((size_t)rows * sizeof *last);
     if (!L || !last) {
         h->free(text), h->free(L), h->free(last);
-        return fail(err, LLMLAB_ENOMEM, "sparse: out of memory for a layout of %d blocks", rows);
+        return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "sparse: out of memory for a layout of %d blocks", rows);
     }
     for (int kb = 0; kb < rows; kb++) last[kb] = -1;
     int r = 0;
@@ -171,10 +160,10 @@ static llmlab_status sparse_create(void **self, const llmlab_host *h, llmlab_eng
                                    llmlab_err *err) {
     *self = NULL;
     if (h->size < offsetof(llmlab_host, seq_kv_lane) + sizeof h->seq_kv_lane)
-        return fail(err, LLMLAB_EUNSUPPORTED, "sparse needs a host with ABI 1.2 (attention patterns)");
+        return llmlab_plugin_fail(err, LLMLAB_EUNSUPPORTED, "sparse needs a host with ABI 1.2 (attention patterns)");
     const char *kind = h->param_string(p, "pattern"), *path = h->param_string(p, "layout");
     sparse_state *a = h->alloc(sizeof *a);
-    if (!a) return fail(err, LLMLAB_ENOMEM, "sparse: out of memory");
+    if (!a) return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "sparse: out of memory");
     a->h = h;
     a->kind = !strcmp(kind, "bigbird") ? PAT_BIGBIRD : !strcmp(kind, "layout") ? PAT_LAYOUT : PAT_LONGFORMER;
     a->block = (int)h->param_int(p, "block");
@@ -188,9 +177,9 @@ static llmlab_status sparse_create(void **self, const llmlab_host *h, llmlab_eng
     uint8_t *layout = NULL;
     llmlab_status st = LLMLAB_OK;
     if (a->kind == PAT_LAYOUT && !path[0])
-        st = fail(err, LLMLAB_EINVAL, "sparse: pattern=layout needs layout=<file> (one line of 0/1 per query block)");
+        st = llmlab_plugin_fail(err, LLMLAB_EINVAL, "sparse: pattern=layout needs layout=<file> (one line of 0/1 per query block)");
     else if (a->kind != PAT_LAYOUT && path[0])
-        st = fail(err, LLMLAB_EINVAL, "sparse: layout='%s' is only read with pattern=layout (pattern is %s)", path,
+        st = llmlab_plugin_fail(err, LLMLAB_EINVAL, "sparse: layout='%s' is only read with pattern=layout (pattern is %s)", path,
                   kind);
     else if (a->kind == PAT_LAYOUT && !(st = read_layout(a, path, &layout, err))) {
         pat.layout = layout;
@@ -216,7 +205,7 @@ static llmlab_status sparse_seq_begin(void *self, llmlab_seq *s, llmlab_err *err
     if (a->kind != PAT_LAYOUT) return LLMLAB_OK;
     long long n = (long long)a->h->seq_len(s) + a->h->seq_remaining(s), cap = (long long)a->rows * a->block;
     if (n > cap)
-        return fail(err, LLMLAB_EINVAL,
+        return llmlab_plugin_fail(err, LLMLAB_EINVAL,
                     "sparse: sequence of %lld tokens (prompt and max_new) exceeds the block-sparse layout of %d "
                     "blocks x %d tokens (%lld positions)",
                     n, a->rows, a->block, cap);
@@ -242,7 +231,7 @@ static llmlab_status sparse_after_step(void *self, llmlab_seq *s, llmlab_err *er
     int32_t *pos = h->alloc((size_t)next * sizeof *pos);
     int *slots = h->alloc((size_t)next * sizeof *slots);
     llmlab_status st = LLMLAB_OK;
-    if (!pos || !slots) st = fail(err, LLMLAB_ENOMEM, "sparse: out of memory for %d positions", next);
+    if (!pos || !slots) st = llmlab_plugin_fail(err, LLMLAB_ENOMEM, "sparse: out of memory for %d positions", next);
     int n = st ? 0 : h->seq_kv_lane(s, 0, pos, NULL, NULL, NULL), k = 0;
     for (int i = 0; i < n; i++)
         if (pos[i] >= 0 && !block_needed(a, pos[i] / a->block, qn)) slots[k++] = i;

@@ -35,15 +35,15 @@ static llmlab_status tova_create(void **self, const llmlab_host *h, llmlab_engin
                                  llmlab_err *err) {
     *self = NULL;
     if (h->size < offsetof(llmlab_host, seq_kv_enforce) + sizeof h->seq_kv_enforce)
-        return llmlab_att_fail(err, LLMLAB_EUNSUPPORTED, "tova needs a host with ABI 1.2 (attention policies)");
+        return llmlab_plugin_fail(err, LLMLAB_EUNSUPPORTED, "tova needs a host with ABI 1.2 (attention policies)");
     int budget = (int)h->param_int(p, "budget"), sinks = (int)h->param_int(p, "sinks");
     if (sinks >= budget)
-        return llmlab_att_fail(err, LLMLAB_EINVAL,
+        return llmlab_plugin_fail(err, LLMLAB_EINVAL,
                                "tova: sinks (%d) must be smaller than budget (%d): the budget holds the sinks and "
                                "at least one token chosen by attention",
                                sinks, budget);
     tova_state *a = h->alloc(sizeof *a);
-    if (!a) return llmlab_att_fail(err, LLMLAB_ENOMEM, "tova: out of memory");
+    if (!a) return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "tova: out of memory");
     a->h = h;
     a->budget = budget;
     a->sinks = sinks;

@@ -13,11 +13,10 @@
  * engine starts the attention plugin's sequence once the prompt is in.)
  *
  * Copy this file to start a policy that evicts by position.  docs/attention/window.md. */
-#include <stdarg.h>
 #include <stddef.h>
-#include <stdio.h>
 
 #include "plugins/builtins.h"
+#include "plugins/plugin_util.h"
 
 typedef struct {
     const llmlab_host *h;
@@ -29,24 +28,13 @@ static const llmlab_param_spec window_params[] = {
      "tokens each query sees, itself included (Mistral 7B: 4096)"},
 };
 
-static llmlab_status fail(llmlab_err *err, llmlab_status code, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    if (err) {
-        err->code = code;
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-    }
-    va_end(ap);
-    return code;
-}
-
 static llmlab_status window_create(void **self, const llmlab_host *h, llmlab_engine *e, const llmlab_params *p,
                                    llmlab_err *err) {
     *self = NULL;
     if (h->size < offsetof(llmlab_host, seq_kv_lane) + sizeof h->seq_kv_lane)
-        return fail(err, LLMLAB_EUNSUPPORTED, "window needs a host with ABI 1.2 (attention patterns)");
+        return llmlab_plugin_fail(err, LLMLAB_EUNSUPPORTED, "window needs a host with ABI 1.2 (attention patterns)");
     window_state *w = h->alloc(sizeof *w);
-    if (!w) return fail(err, LLMLAB_ENOMEM, "window: out of memory");
+    if (!w) return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "window: out of memory");
     w->h = h;
     w->window = (int)h->param_int(p, "window");
     /* Block 1: the window counts tokens, not blocks. */
@@ -74,7 +62,7 @@ static llmlab_status evict_upto(const llmlab_host *h, llmlab_seq *s, int32_t hor
     int32_t *pos = h->alloc((size_t)cap * sizeof *pos);
     int *slots = h->alloc((size_t)cap * sizeof *slots);
     llmlab_status st = LLMLAB_OK;
-    if (!pos || !slots) st = fail(err, LLMLAB_ENOMEM, "window: out of memory for %d positions", cap);
+    if (!pos || !slots) st = llmlab_plugin_fail(err, LLMLAB_ENOMEM, "window: out of memory for %d positions", cap);
     int n = st ? 0 : h->seq_kv_lane(s, 0, pos, NULL, NULL, NULL), k = 0;
     for (int i = 0; i < n; i++)
         if (pos[i] >= 0 && pos[i] <= horizon) slots[k++] = i; /* -1: evicted already */

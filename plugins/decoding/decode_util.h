@@ -9,23 +9,7 @@
 #include <stdio.h>
 
 #include "llmlab/plugin.h"
-
-/* Writes code and a printf-style message into err (when non-NULL); returns code. */
-static inline llmlab_status llmlab_dec_fail(llmlab_err *err, llmlab_status code, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
-static inline llmlab_status llmlab_dec_fail(llmlab_err *err, llmlab_status code, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        err->code = code;
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
+#include "plugins/plugin_util.h"
 
 /* The batch indices of s's tokens in the step, in order.  *rows is buf[cap] when
  * they fit, else a host allocation the caller frees with llmlab_dec_rows_free.
@@ -61,7 +45,7 @@ static inline llmlab_status llmlab_dec_verify_prompt(const llmlab_host *h, llmla
     llmlab_status r;
     if (slot >= h->seq_kv_len(s) && (r = h->seq_kv_keep(s, &slot, 1, err))) return r;
     const float *logits = h->step_logits(st, last_row);
-    if (!logits) return llmlab_dec_fail(err, LLMLAB_EINVAL, "the prompt's last row of sequence %d has no logits",
+    if (!logits) return llmlab_plugin_fail(err, LLMLAB_EINVAL, "the prompt's last row of sequence %d has no logits",
                                         h->seq_id(s));
     int32_t tok = h->seq_sample(s, logits);
     return h->seq_accept(s, &tok, 1, err);

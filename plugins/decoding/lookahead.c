@@ -140,7 +140,7 @@ static void la_destroy(void *self);
 static llmlab_status la_create(void **self, const llmlab_host *h, llmlab_engine *e, const llmlab_params *p,
                                llmlab_err *err) {
     la_state *a = h->alloc(sizeof *a);
-    if (!a) return llmlab_dec_fail(err, LLMLAB_ENOMEM, "out of memory");
+    if (!a) return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "out of memory");
     a->h = h;
     a->W = (int)h->param_int(p, "window");
     a->N = (int)h->param_int(p, "ngram");
@@ -156,7 +156,7 @@ static llmlab_status la_create(void **self, const llmlab_host *h, llmlab_engine 
     if (!a->layout || !a->idx || !a->fresh || !a->gram) {
         int n = a->max_tokens;
         la_destroy(a);
-        return llmlab_dec_fail(err, LLMLAB_ENOMEM, "out of memory for a step of %d tokens", n);
+        return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "out of memory for a step of %d tokens", n);
     }
     llmlab_apply_sampling_params(h, e, p);
     *self = a;
@@ -214,11 +214,11 @@ static llmlab_status la_seq_begin(void *self, llmlab_seq *s, llmlab_err *err) {
     la_state *a = self;
     const llmlab_host *h = a->h;
     if (!h->seq_greedy(s))
-        return llmlab_dec_fail(err, LLMLAB_EUNSUPPORTED,
+        return llmlab_plugin_fail(err, LLMLAB_EUNSUPPORTED,
                                "lookahead supports greedy decoding only (temperature 0); sequence %d samples",
                                h->seq_id(s));
     la_seq *q = h->alloc(sizeof *q);
-    if (!q) return llmlab_dec_fail(err, LLMLAB_ENOMEM, "out of memory for sequence %d", h->seq_id(s));
+    if (!q) return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "out of memory for sequence %d", h->seq_id(s));
     q->s = s;
     q->pool = (la_pool){h->alloc(sizeof(la_key) * (size_t)a->vocab), a->pool_cap, a->N - 1};
     q->win = h->alloc(sizeof(int32_t) * (size_t)(a->N - 1) * (size_t)a->W);
@@ -229,7 +229,7 @@ static llmlab_status la_seq_begin(void *self, llmlab_seq *s, llmlab_err *err) {
     if (!r && a->prompt_ngrams) r = la_seed_pool(a, q);
     if (r) {
         la_seq_free(a, q);
-        return llmlab_dec_fail(err, r, "out of memory for sequence %d's window and n-gram pool", h->seq_id(s));
+        return llmlab_plugin_fail(err, r, "out of memory for sequence %d's window and n-gram pool", h->seq_id(s));
     }
     int len = h->seq_len(s);
     for (int c = 0; c < (a->N - 1) * a->W; c++) q->win[c] = la_random_token(h, s, len);
@@ -274,7 +274,7 @@ static int32_t la_token_of(const la_state *a, const la_seq *q, const llmlab_la_t
 }
 
 static llmlab_status la_no_state(const llmlab_host *h, llmlab_seq *s, llmlab_err *err) {
-    return llmlab_dec_fail(err, LLMLAB_EINVAL, "sequence %d has no state (seq_begin was not called)", h->seq_id(s));
+    return llmlab_plugin_fail(err, LLMLAB_EINVAL, "sequence %d has no state (seq_begin was not called)", h->seq_id(s));
 }
 
 static llmlab_status la_propose(void *self, llmlab_seq *s, llmlab_step *st, llmlab_err *err) {
@@ -301,7 +301,7 @@ static llmlab_status la_propose(void *self, llmlab_seq *s, llmlab_step *st, llml
         a->idx[t] = H->step_add(st, s, la_token_of(a, q, L, root), p0 + L->dpos, L->logits ? LLMLAB_ROW_LOGITS : 0,
                                 L->parent >= 0 ? a->idx[L->parent] : -1);
         if (a->idx[t] < 0)
-            return llmlab_dec_fail(err, LLMLAB_ENOKV, "the step is full (sequence %d, token %d of %d)",
+            return llmlab_plugin_fail(err, LLMLAB_ENOKV, "the step is full (sequence %d, token %d of %d)",
                                    H->seq_id(s), t, n);
     }
     H->metric_add(s, "drafted", q->n_cand * q->depth);
@@ -391,14 +391,14 @@ static llmlab_status la_verify_step(la_state *a, la_seq *q, const llmlab_step *s
     const llmlab_host *H = a->h;
     int proposed = q->proposed ? llmlab_la_layout_count(q->looked ? a->W : 0, a->N, q->n_cand, q->depth) : 0;
     if (n != proposed)
-        return llmlab_dec_fail(err, LLMLAB_EINVAL, "sequence %d has %d rows in the step, %d proposed",
+        return llmlab_plugin_fail(err, LLMLAB_EINVAL, "sequence %d has %d rows in the step, %d proposed",
                                H->seq_id(q->s), n, proposed);
     int best;
     int32_t next;
     int m = la_best_candidate(a, q, st, rows, &best, &next);
     llmlab_status r = la_commit(a, q, st, rows, best, m, next, err);
     if (!r && q->looked && (r = la_update_window(a, q, st, rows, m)))
-        return llmlab_dec_fail(err, r, "out of memory for sequence %d's n-gram pool", H->seq_id(q->s));
+        return llmlab_plugin_fail(err, r, "out of memory for sequence %d's n-gram pool", H->seq_id(q->s));
     return r;
 }
 
@@ -409,7 +409,7 @@ static llmlab_status la_verify(void *self, llmlab_seq *s, llmlab_step *st, llmla
     if (!q) return la_no_state(H, s, err);
     int buf[LA_ROW_BUF], *rows;
     int n = llmlab_dec_rows(H, st, s, buf, LA_ROW_BUF, &rows);
-    if (n < 0) return llmlab_dec_fail(err, LLMLAB_ENOMEM, "out of memory");
+    if (n < 0) return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "out of memory");
     llmlab_status r = LLMLAB_OK;
     if (n > 0 && llmlab_dec_rows_are_prompt(H, st, s, rows)) r = llmlab_dec_verify_prompt(H, s, st, rows[n - 1], err);
     else if (n > 0) r = la_verify_step(a, q, st, rows, n, err);

@@ -112,15 +112,15 @@ static llmlab_status load_tree(md_state *S, const llmlab_params *p, llmlab_err *
     const char *spec = S->h->param_string(p, "tree");
     char msg[256];
     if (!spec || !spec[strspn(spec, " \t\n")]) {
-        if (medusa_tree_default(&S->tree)) return llmlab_dec_fail(err, LLMLAB_ENOMEM, "out of memory");
+        if (medusa_tree_default(&S->tree)) return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "out of memory");
     } else if (medusa_tree_parse(&S->tree, spec, msg, sizeof msg)) {
-        return llmlab_dec_fail(err, LLMLAB_EINVAL, "parameter 'tree': %s", msg);
+        return llmlab_plugin_fail(err, LLMLAB_EINVAL, "parameter 'tree': %s", msg);
     }
     S->kmax = 1;
     for (int d = 0; d < S->tree.depth; d++)
         if (S->tree.topk[d] > S->kmax) S->kmax = S->tree.topk[d];
     if (S->kmax > S->vocab)
-        return llmlab_dec_fail(err, LLMLAB_EINVAL, "parameter 'tree': a path asks for rank %d but the vocabulary has %d "
+        return llmlab_plugin_fail(err, LLMLAB_EINVAL, "parameter 'tree': a path asks for rank %d but the vocabulary has %d "
                            "tokens", S->kmax - 1, S->vocab);
     return LLMLAB_OK;
 }
@@ -138,14 +138,14 @@ static llmlab_status alloc_tree_scratch(md_state *S, llmlab_err *err) {
     S->ok = h->alloc(n);
     S->ll = h->alloc(sizeof(double) * n);
     if (!S->probs || !S->rows || !S->parents || !S->pos || !S->slots || !S->acc || !S->ok || !S->ll)
-        return llmlab_dec_fail(err, LLMLAB_ENOMEM, "out of memory");
+        return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "out of memory");
     return LLMLAB_OK;
 }
 
 static llmlab_status md_create(void **self, const llmlab_host *h, llmlab_engine *e, const llmlab_params *p,
                                llmlab_err *err) {
     md_state *S = h->alloc(sizeof *S);
-    if (!S) return llmlab_dec_fail(err, LLMLAB_ENOMEM, "out of memory");
+    if (!S) return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "out of memory");
     S->h = h;
     S->e = e;
     S->dim = h->model_dim(e);
@@ -191,7 +191,7 @@ static llmlab_status md_seq_begin(void *self, llmlab_seq *s, llmlab_err *err) {
     }
     if (!q || !q->hidden || !q->cand || !q->tokens) {
         seq_free(h, q);
-        return llmlab_dec_fail(err, LLMLAB_ENOMEM, "out of memory");
+        return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "out of memory");
     }
     q->s = s;
     q->next = S->seqs;
@@ -222,7 +222,7 @@ static llmlab_status grow_step_scratch(md_state *S, int n, llmlab_err *err) {
     S->owner = h->alloc(sizeof(md_seq *) * (size_t)n);
     if (!S->x || !S->work || !S->logits || !S->owner) {
         free_step_scratch(S);
-        return llmlab_dec_fail(err, LLMLAB_ENOMEM, "out of memory for %d sequences' heads", n);
+        return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "out of memory for %d sequences' heads", n);
     }
     S->cap = n;
     return LLMLAB_OK;
@@ -262,7 +262,7 @@ static llmlab_status md_propose(void *self, llmlab_seq *s, llmlab_step *st, llml
     md_state *S = self;
     const llmlab_host *h = S->h;
     md_seq *q = find(S, s);
-    if (!q) return llmlab_dec_fail(err, LLMLAB_EINVAL, "propose for a sequence that never began");
+    if (!q) return llmlab_plugin_fail(err, LLMLAB_EINVAL, "propose for a sequence that never began");
     int ready = q->has_hidden && q->stamp == S->step;
     int n_use = ready ? medusa_tree_cut(&S->tree, h->seq_remaining(s) - 1) : 1;
     int32_t root = h->seq_tokens(s)[h->seq_len(s) - 1], root_pos = h->seq_kv_len(s);
@@ -275,7 +275,7 @@ static llmlab_status md_propose(void *self, llmlab_seq *s, llmlab_step *st, llml
     for (int i = 1; i < n_use; i++) {
         int at = h->step_add(st, s, q->tokens[i], S->pos[i], flags, base + S->parents[i]);
         if (at < 0) return LLMLAB_ENOKV;
-        if (at != base + i) return llmlab_dec_fail(err, LLMLAB_EINVAL, "step indices of one sequence are not consecutive");
+        if (at != base + i) return llmlab_plugin_fail(err, LLMLAB_EINVAL, "step indices of one sequence are not consecutive");
     }
     q->n_use = n_use;
     return LLMLAB_OK;
@@ -288,7 +288,7 @@ static int read_rows(md_state *S, llmlab_seq *s, const llmlab_step *st, llmlab_e
     int n = S->h->step_rows(st, s, S->rows, S->rows_cap);
     if (n <= S->rows_cap) return n;
     int *g = S->h->alloc(sizeof(int) * (size_t)n);
-    if (!g) return llmlab_dec_fail(err, LLMLAB_ENOMEM, "out of memory"), -1;
+    if (!g) return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "out of memory"), -1;
     S->h->free(S->rows);
     S->rows = g;
     S->rows_cap = n;
@@ -403,16 +403,16 @@ static llmlab_status md_verify(void *self, llmlab_seq *s, llmlab_step *st, llmla
     md_state *S = self;
     const llmlab_host *h = S->h;
     md_seq *q = find(S, s);
-    if (!q) return llmlab_dec_fail(err, LLMLAB_EINVAL, "verify for a sequence that never began");
+    if (!q) return llmlab_plugin_fail(err, LLMLAB_EINVAL, "verify for a sequence that never began");
     int n = read_rows(S, s, st, err);
     if (n < 0) return err ? err->code : LLMLAB_ENOMEM;
     if (n == 0) return LLMLAB_OK;
     if (h->step_slot(st, S->rows[n - 1]) < h->seq_kv_len(s)) return verify_prompt(S, q, s, st, S->rows[n - 1], err);
     if (n != q->n_use)
-        return llmlab_dec_fail(err, LLMLAB_EINVAL, "verify sees %d rows of the sequence, propose added %d", n, q->n_use);
+        return llmlab_plugin_fail(err, LLMLAB_EINVAL, "verify sees %d rows of the sequence, propose added %d", n, q->n_use);
     for (int i = 0; i < n; i++)
         if (!h->step_logits(st, S->rows[i]))
-            return llmlab_dec_fail(err, LLMLAB_EINVAL, "row %d of the sequence carries no logits", i);
+            return llmlab_plugin_fail(err, LLMLAB_EINVAL, "row %d of the sequence carries no logits", i);
     int max_acc = min_int(h->seq_remaining(s) - 1, S->tree.depth), m = 0;
     int last = S->typical ? walk_typical(S, q, s, st, n, max_acc, &m) : walk_exact(S, q, s, st, n, max_acc, &m);
     for (int j = last, k = m; k >= 0; j = S->tree.parent[j], k--) S->slots[k] = h->step_slot(st, S->rows[j]);

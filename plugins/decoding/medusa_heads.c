@@ -76,14 +76,14 @@ static llmlab_status get_checked(const reader *r, int head, int index, const cha
     tname(name, sizeof name, r, head, index, suffix);
     out->data = r->h->tensors_get(r->file, name, &out->dtype, shape, &nd);
     if (!out->data)
-        return llmlab_dec_fail(err, LLMLAB_EFORMAT, "medusa heads %s: missing tensor '%s' (or not f32/f16/bf16)",
+        return llmlab_plugin_fail(err, LLMLAB_EFORMAT, "medusa heads %s: missing tensor '%s' (or not f32/f16/bf16)",
                            r->path, name);
     int want_nd = cols ? 2 : 1;
     int64_t want_shape[2] = {rows, cols};
     if (nd != want_nd || shape[0] != rows || (cols && shape[1] != cols)) {
         shape_text(got, sizeof got, shape, nd);
         shape_text(want, sizeof want, want_shape, want_nd);
-        return llmlab_dec_fail(err, LLMLAB_EFORMAT,
+        return llmlab_plugin_fail(err, LLMLAB_EFORMAT,
                            "medusa heads %s: tensor '%s' has shape [%s], the model needs [%s] (model dim %d, vocab %d)",
                            r->path, name, got, want, r->dim, r->vocab);
     }
@@ -97,19 +97,19 @@ static llmlab_status layout(reader *r, int *n_heads, int *n_blocks, llmlab_err *
         r->prefix = prefixes[i];
         if (has(r, 0, 0, ".linear.weight") || has(r, 0, 0, ".weight")) break;
         if (i == 1)
-            return llmlab_dec_fail(err, LLMLAB_EFORMAT,
+            return llmlab_plugin_fail(err, LLMLAB_EFORMAT,
                                "medusa heads %s: no Medusa head tensors (expected '0.0.linear.weight' or "
                                "'0.0.weight', optionally prefixed 'medusa_head.')", r->path);
     }
     int L = 0;
     while (L <= MEDUSA_MAX_BLOCKS && has(r, 0, L, ".linear.weight")) L++;
     if (L > MEDUSA_MAX_BLOCKS)
-        return llmlab_dec_fail(err, LLMLAB_EUNSUPPORTED, "medusa heads %s: more than %d ResBlocks per head", r->path,
+        return llmlab_plugin_fail(err, LLMLAB_EUNSUPPORTED, "medusa heads %s: more than %d ResBlocks per head", r->path,
                            MEDUSA_MAX_BLOCKS);
     int H = 0;
     while (H <= MEDUSA_MAX_HEADS && (has(r, H, L, ".weight") || has(r, H, 0, ".linear.weight"))) H++;
     if (H > MEDUSA_MAX_HEADS)
-        return llmlab_dec_fail(err, LLMLAB_EUNSUPPORTED, "medusa heads %s: more than %d heads", r->path, MEDUSA_MAX_HEADS);
+        return llmlab_plugin_fail(err, LLMLAB_EUNSUPPORTED, "medusa heads %s: more than %d heads", r->path, MEDUSA_MAX_HEADS);
     *n_heads = H;
     *n_blocks = L;
     return LLMLAB_OK;
@@ -141,11 +141,11 @@ llmlab_status medusa_heads_open(medusa_heads *hd, const llmlab_host *h, const ch
     reader r = {h, hd->file, path, "", dim, vocab};
     st = layout(&r, &hd->n_heads, &hd->n_blocks, err);
     if (!st && hd->n_heads < need)
-        st = llmlab_dec_fail(err, LLMLAB_EINVAL,
+        st = llmlab_plugin_fail(err, LLMLAB_EINVAL,
                          "medusa heads %s: the file has %d head%s, the tree needs %d (one per tree depth): use a "
                          "shallower tree or more heads", path, hd->n_heads, hd->n_heads == 1 ? "" : "s", need);
     if (!st && !(hd->b1 = h->alloc(sizeof(float) * (size_t)(hd->n_heads * hd->n_blocks + 1) * (size_t)dim)))
-        st = llmlab_dec_fail(err, LLMLAB_ENOMEM, "out of memory");
+        st = llmlab_plugin_fail(err, LLMLAB_ENOMEM, "out of memory");
     if (!st) st = check_heads(hd, &r, err);
     if (st) medusa_heads_close(hd);
     return st;

@@ -45,9 +45,9 @@ static llmlab_status pl_create(void **self, const llmlab_host *h, llmlab_engine 
                                llmlab_err *err) {
     int max_n = (int)h->param_int(p, "max_ngram"), min_n = (int)h->param_int(p, "min_ngram");
     if (min_n > max_n)
-        return llmlab_dec_fail(err, LLMLAB_EINVAL, "min_ngram (%d) is larger than max_ngram (%d)", min_n, max_n);
+        return llmlab_plugin_fail(err, LLMLAB_EINVAL, "min_ngram (%d) is larger than max_ngram (%d)", min_n, max_n);
     pl_state *a = h->alloc(sizeof *a);
-    if (!a) return llmlab_dec_fail(err, LLMLAB_ENOMEM, "out of memory");
+    if (!a) return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "out of memory");
     a->h = h;
     a->max_ngram = max_n;
     a->min_ngram = min_n;
@@ -55,7 +55,7 @@ static llmlab_status pl_create(void **self, const llmlab_host *h, llmlab_engine 
     a->vocab = h->model_vocab(e);
     if (!(a->probs = h->alloc(sizeof(float) * (size_t)a->vocab))) {
         h->free(a);
-        return llmlab_dec_fail(err, LLMLAB_ENOMEM, "out of memory for a distribution over %d tokens", a->vocab);
+        return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "out of memory for a distribution over %d tokens", a->vocab);
     }
     llmlab_apply_sampling_params(h, e, p);
     *self = a;
@@ -96,7 +96,7 @@ static llmlab_status pl_seq_begin(void *self, llmlab_seq *s, llmlab_err *err) {
     }
     if (!q || !q->draft || !q->slots) {
         if (q) pl_seq_free(a->h, q);
-        return llmlab_dec_fail(err, LLMLAB_ENOMEM, "out of memory for sequence %d", a->h->seq_id(s));
+        return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "out of memory for sequence %d", a->h->seq_id(s));
     }
     q->s = s;
     q->next = a->seqs;
@@ -116,7 +116,7 @@ static void pl_seq_end(void *self, llmlab_seq *s) {
 }
 
 static llmlab_status pl_no_state(const llmlab_host *h, llmlab_seq *s, llmlab_err *err) {
-    return llmlab_dec_fail(err, LLMLAB_EINVAL, "sequence %d has no state (seq_begin was not called)", h->seq_id(s));
+    return llmlab_plugin_fail(err, LLMLAB_EINVAL, "sequence %d has no state (seq_begin was not called)", h->seq_id(s));
 }
 
 static llmlab_status pl_propose(void *self, llmlab_seq *s, llmlab_step *st, llmlab_err *err) {
@@ -130,12 +130,12 @@ static llmlab_status pl_propose(void *self, llmlab_seq *s, llmlab_step *st, llml
     int room = H->seq_remaining(s) - 1, k_max = a->num_pred < room ? a->num_pred : room;
     llmlab_ngram_match m = llmlab_ngram_lookup(toks, len, a->min_ngram, a->max_ngram, k_max);
     int prev = H->step_add(st, s, toks[len - 1], pos, LLMLAB_ROW_LOGITS, -1);
-    if (prev < 0) return llmlab_dec_fail(err, LLMLAB_ENOKV, "the step is full (sequence %d)", H->seq_id(s));
+    if (prev < 0) return llmlab_plugin_fail(err, LLMLAB_ENOKV, "the step is full (sequence %d)", H->seq_id(s));
     q->n_draft = 0;
     for (int k = 0; k < m.count; k++) {
         q->draft[k] = toks[m.start + k];
         prev = H->step_add(st, s, q->draft[k], pos + 1 + k, LLMLAB_ROW_LOGITS, prev);
-        if (prev < 0) return llmlab_dec_fail(err, LLMLAB_ENOKV, "the step is full (sequence %d)", H->seq_id(s));
+        if (prev < 0) return llmlab_plugin_fail(err, LLMLAB_ENOKV, "the step is full (sequence %d)", H->seq_id(s));
         q->n_draft = k + 1;
     }
     return LLMLAB_OK;
@@ -207,12 +207,12 @@ static llmlab_status pl_verify(void *self, llmlab_seq *s, llmlab_step *st, llmla
     if (!q) return pl_no_state(H, s, err);
     int buf[PL_ROW_BUF], *rows;
     int n = llmlab_dec_rows(H, st, s, buf, PL_ROW_BUF, &rows);
-    if (n < 0) return llmlab_dec_fail(err, LLMLAB_ENOMEM, "out of memory");
+    if (n < 0) return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "out of memory");
     llmlab_status r = LLMLAB_OK;
     if (n > 0 && llmlab_dec_rows_are_prompt(H, st, s, rows))
         r = llmlab_dec_verify_prompt(H, s, st, rows[n - 1], err);
     else if (n > 0 && n != q->n_draft + 1)
-        r = llmlab_dec_fail(err, LLMLAB_EINVAL, "sequence %d has %d rows in the step, %d proposed", H->seq_id(s), n,
+        r = llmlab_plugin_fail(err, LLMLAB_EINVAL, "sequence %d has %d rows in the step, %d proposed", H->seq_id(s), n,
                             q->n_draft + 1);
     else if (n > 0) {
         int32_t next;

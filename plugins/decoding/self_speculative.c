@@ -51,15 +51,15 @@ static llmlab_status self_create(void **self, const llmlab_host *h, llmlab_engin
     int n = parse_layers(list, skip, 2 * L, L);
     llmlab_status r = LLMLAB_OK;
     if (n < 0) {
-        r = llmlab_dec_fail(err, LLMLAB_EINVAL, "skip '%s': give layer indices and ranges in 0..%d, e.g. \"2,4-6\"",
+        r = llmlab_plugin_fail(err, LLMLAB_EINVAL, "skip '%s': give layer indices and ranges in 0..%d, e.g. \"2,4-6\"",
                             list, L - 1);
     } else if (exit_layer > L) {
-        r = llmlab_dec_fail(err, LLMLAB_EINVAL, "exit_layer %d: the model has %d layers", exit_layer, L);
+        r = llmlab_plugin_fail(err, LLMLAB_EINVAL, "exit_layer %d: the model has %d layers", exit_layer, L);
     } else {
         if (exit_layer > 0) /* early exit after exit_layer layers: leave out the rest */
             for (int l = exit_layer; l < L; l++) skip[n++] = l;
         if (n == 0)
-            r = llmlab_dec_fail(err, LLMLAB_EINVAL,
+            r = llmlab_plugin_fail(err, LLMLAB_EINVAL,
                                 "give skip (layers to leave out) or exit_layer: the draft would be the full model");
     }
     llmlab_aux *draft = NULL;
