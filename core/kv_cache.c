@@ -500,7 +500,13 @@ static llmlab_status enforce_lane(llmlab_kv *kv, int seq, int lane, int upto, in
     int excess = valid - r->capacity;
     if (excess <= 0 || nc == 0) return LLMLAB_OK;
     if (excess > nc) excess = nc;
-    qsort(c, (size_t)nc, sizeof *c, cand_cmp);
+    if (excess == 1) { /* the usual decode step: one victim, a linear scan instead of a sort */
+        int best = 0;
+        for (int i = 1; i < nc; i++)
+            if (cand_cmp(&c[i], &c[best]) < 0) best = i;
+        c[0] = c[best];
+    } else
+        qsort(c, (size_t)nc, sizeof *c, cand_cmp);
     for (int i = 0; i < excess; i++) {
         llmlab_status st = llmlab_kv_evict_lane(kv, seq, lane, &c[i].slot, 1, err);
         if (st) return st;
