@@ -166,15 +166,7 @@ static void push_text(lua_State *L, const int32_t *t, int n) {
     luaL_pushresult(&b);
 }
 
-static void setnum(lua_State *L, const char *k, double v) {
-    lua_pushnumber(L, v);
-    lua_setfield(L, -2, k);
-}
 
-static void setint(lua_State *L, const char *k, long long v) {
-    lua_pushinteger(L, v);
-    lua_setfield(L, -2, k);
-}
 
 static int engine_generate(lua_State *L) {
     lua_engine *u = luaL_checkudata(L, 1, "llmlab.engine");
@@ -215,13 +207,13 @@ static int engine_generate(lua_State *L) {
     push_text(L, r->output[0], r->output_len[0]);
     lua_setfield(L, -2, "text");
     lua_newtable(L);
-    setint(L, "prompt_tokens", r->prompt_len[0]);
-    setint(L, "new_tokens", r->output_len[0]);
-    setnum(L, "ttft_s", r->first_token_s[0]);
-    setnum(L, "wall_s", r->wall_s);
-    setnum(L, "decode_tok_per_s", r->output_len[0] > 1 && r->finish_s[0] > r->first_token_s[0]
+    llmlab_lua_setint(L, "prompt_tokens", r->prompt_len[0]);
+    llmlab_lua_setint(L, "new_tokens", r->output_len[0]);
+    llmlab_lua_setnum(L, "ttft_s", r->first_token_s[0]);
+    llmlab_lua_setnum(L, "wall_s", r->wall_s);
+    llmlab_lua_setnum(L, "decode_tok_per_s", r->output_len[0] > 1 && r->finish_s[0] > r->first_token_s[0]
                                       ? (r->output_len[0] - 1) / (r->finish_s[0] - r->first_token_s[0]) : 0.0);
-    setnum(L, "mean_accepted", r->mean_accepted);
+    llmlab_lua_setnum(L, "mean_accepted", r->mean_accepted);
     lua_setfield(L, -2, "metrics");
     llmlab_run_result_free(r);
     return 1;
@@ -242,7 +234,7 @@ static void push_metric_totals(lua_State *L, const llmlab_run_result *r) {
     for (int m = 0; m < r->n_metrics; m++) {
         double sum = 0;
         for (int i = 0; i < r->n_reqs; i++) sum += r->metrics[(size_t)m * (size_t)r->n_reqs + (size_t)i];
-        setnum(L, r->metric_names[m], sum);
+        llmlab_lua_setnum(L, r->metric_names[m], sum);
     }
 }
 
@@ -287,30 +279,30 @@ static int engine_run(lua_State *L) {
     llmlab_run_result *r = res->r;
     lua_newtable(L);
     lua_newtable(L);
-    setint(L, "requests", r->n_reqs);
-    setint(L, "prompt_tokens", r->prompt_tokens);
-    setint(L, "output_tokens", r->output_tokens);
-    setint(L, "target_forwards", r->target_forwards);
-    setint(L, "steps", r->n_steps);
-    setnum(L, "wall_s", r->wall_s);
-    setnum(L, "output_tok_per_s", r->output_tok_per_s);
-    setnum(L, "mean_accepted", r->mean_accepted);
+    llmlab_lua_setint(L, "requests", r->n_reqs);
+    llmlab_lua_setint(L, "prompt_tokens", r->prompt_tokens);
+    llmlab_lua_setint(L, "output_tokens", r->output_tokens);
+    llmlab_lua_setint(L, "target_forwards", r->target_forwards);
+    llmlab_lua_setint(L, "steps", r->n_steps);
+    llmlab_lua_setnum(L, "wall_s", r->wall_s);
+    llmlab_lua_setnum(L, "output_tok_per_s", r->output_tok_per_s);
+    llmlab_lua_setnum(L, "mean_accepted", r->mean_accepted);
     push_metric_totals(L, r);
     lua_setfield(L, -2, "metrics");
     lua_setfield(L, -2, "summary");
     lua_createtable(L, r->n_reqs, 0);
     for (int i = 0; i < r->n_reqs; i++) {
         lua_newtable(L);
-        setint(L, "id", r->req_id[i]);
-        setint(L, "prompt_len", r->prompt_len[i]);
-        setint(L, "output_len", r->output_len[i]);
-        setnum(L, "ttft_s", r->first_token_s[i] - r->arrival_s[i]);
-        setnum(L, "latency_s", r->finish_s[i] - r->arrival_s[i]);
-        setint(L, "target_forwards", r->forwards[i]);
+        llmlab_lua_setint(L, "id", r->req_id[i]);
+        llmlab_lua_setint(L, "prompt_len", r->prompt_len[i]);
+        llmlab_lua_setint(L, "output_len", r->output_len[i]);
+        llmlab_lua_setnum(L, "ttft_s", r->first_token_s[i] - r->arrival_s[i]);
+        llmlab_lua_setnum(L, "latency_s", r->finish_s[i] - r->arrival_s[i]);
+        llmlab_lua_setint(L, "target_forwards", r->forwards[i]);
         push_tokens(L, r->output[i], r->output_len[i]);
         lua_setfield(L, -2, "tokens");
         lua_newtable(L);
-        for (int m = 0; m < r->n_metrics; m++) setnum(L, r->metric_names[m], r->metrics[(size_t)m * (size_t)r->n_reqs + (size_t)i]);
+        for (int m = 0; m < r->n_metrics; m++) llmlab_lua_setnum(L, r->metric_names[m], r->metrics[(size_t)m * (size_t)r->n_reqs + (size_t)i]);
         lua_setfield(L, -2, "metrics");
         lua_rawseti(L, -2, i + 1);
     }

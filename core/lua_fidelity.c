@@ -14,15 +14,7 @@
 #include "lua_internal.h"
 #include "results.h"
 
-static void set_num(lua_State *L, const char *k, double v) {
-    lua_pushnumber(L, v);
-    lua_setfield(L, -2, k);
-}
 
-static void set_int(lua_State *L, const char *k, long long v) {
-    lua_pushinteger(L, v);
-    lua_setfield(L, -2, k);
-}
 
 /* Copies the string-keyed pairs (and [1] when with_name) of table src into dst. */
 static void copy_pairs(lua_State *L, int src, int dst, int with_name) {
@@ -162,31 +154,31 @@ static void push_per_token(lua_State *L, const llmlab_fid_result *f) {
 
 static void push_summary(lua_State *L, const llmlab_fid_result *f, int per_token) {
     lua_newtable(L);
-    set_num(L, "kl", f->mean_kl);
-    set_num(L, "top1", f->top1_rate);
-    set_num(L, "ppl", f->ppl);
-    set_num(L, "ppl_dense", f->ppl_dense);
-    set_num(L, "nll", f->mean_nll);
-    set_num(L, "nll_dense", f->mean_nll_dense);
-    set_int(L, "tokens", f->n_tok);
-    set_num(L, "tok_per_s", f->tok_per_s);
-    set_num(L, "tok_per_s_dense", f->tok_per_s_dense);
-    set_num(L, "kv_bytes_mean", f->kv_bytes_mean);
-    set_num(L, "kv_bytes_max", f->kv_bytes_max);
-    set_num(L, "kv_bytes_mean_dense", f->kv_bytes_mean_dense);
-    set_num(L, "kv_bytes_max_dense", f->kv_bytes_max_dense);
-    set_int(L, "groups", f->groups);
+    llmlab_lua_setnum(L, "kl", f->mean_kl);
+    llmlab_lua_setnum(L, "top1", f->top1_rate);
+    llmlab_lua_setnum(L, "ppl", f->ppl);
+    llmlab_lua_setnum(L, "ppl_dense", f->ppl_dense);
+    llmlab_lua_setnum(L, "nll", f->mean_nll);
+    llmlab_lua_setnum(L, "nll_dense", f->mean_nll_dense);
+    llmlab_lua_setint(L, "tokens", f->n_tok);
+    llmlab_lua_setnum(L, "tok_per_s", f->tok_per_s);
+    llmlab_lua_setnum(L, "tok_per_s_dense", f->tok_per_s_dense);
+    llmlab_lua_setnum(L, "kv_bytes_mean", f->kv_bytes_mean);
+    llmlab_lua_setnum(L, "kv_bytes_max", f->kv_bytes_max);
+    llmlab_lua_setnum(L, "kv_bytes_mean_dense", f->kv_bytes_mean_dense);
+    llmlab_lua_setnum(L, "kv_bytes_max_dense", f->kv_bytes_max_dense);
+    llmlab_lua_setint(L, "groups", f->groups);
     lua_createtable(L, f->n_texts, 0);
     for (int i = 0; i < f->n_texts; i++) {
         lua_newtable(L);
-        set_int(L, "req", i);
-        set_int(L, "len", f->text_len[i]);
-        set_int(L, "prefix", f->text_prefix[i]);
-        set_int(L, "tokens", f->text_tokens[i]);
-        set_num(L, "kl", f->text_kl[i]);
-        set_num(L, "top1", f->text_top1[i]);
-        set_num(L, "ppl", f->text_ppl[i]);
-        set_num(L, "ppl_dense", f->text_ppl_dense[i]);
+        llmlab_lua_setint(L, "req", i);
+        llmlab_lua_setint(L, "len", f->text_len[i]);
+        llmlab_lua_setint(L, "prefix", f->text_prefix[i]);
+        llmlab_lua_setint(L, "tokens", f->text_tokens[i]);
+        llmlab_lua_setnum(L, "kl", f->text_kl[i]);
+        llmlab_lua_setnum(L, "top1", f->text_top1[i]);
+        llmlab_lua_setnum(L, "ppl", f->text_ppl[i]);
+        llmlab_lua_setnum(L, "ppl_dense", f->text_ppl_dense[i]);
         lua_rawseti(L, -2, i + 1);
     }
     lua_setfield(L, -2, "texts");

@@ -54,4 +54,14 @@ void llmlab_lua_open_results(lua_State *L);
 int llmlab_lua_engine_new(lua_State *L);
 int llmlab_lua_results_new(lua_State *L);
 
+/* t[k] = v on the table at the top of the stack. */
+static inline void llmlab_lua_setnum(lua_State *L, const char *k, double v) {
+    lua_pushnumber(L, v);
+    lua_setfield(L, -2, k);
+}
+static inline void llmlab_lua_setint(lua_State *L, const char *k, long long v) {
+    lua_pushinteger(L, v);
+    lua_setfield(L, -2, k);
+}
+
 #endif

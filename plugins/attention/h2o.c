@@ -49,8 +49,7 @@ static llmlab_status h2o_create(void **self, const llmlab_host *h, llmlab_engine
     a->recent = (int)h->param_int(p, "recent");
     a->heavy_ratio = h->param_float(p, "heavy_ratio");
     a->recent_ratio = h->param_float(p, "recent_ratio");
-    llmlab_att_track_init(&a->track, h, e);
-    llmlab_status st = h->engine_want_mass(e, 0, err);
+    llmlab_status st = llmlab_att_track_start(&a->track, h, e, err);
     if (st) {
         h->free(a);
         return st;

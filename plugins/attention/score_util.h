@@ -43,6 +43,14 @@ static inline void llmlab_att_track_init(llmlab_att_track *t, const llmlab_host 
     t->seqs = NULL;
 }
 
+/* The start of a score plugin's create(): the tracker, and the attention mass its
+ * rule ranks by.  On failure the caller frees its own state. */
+static inline llmlab_status llmlab_att_track_start(llmlab_att_track *t, const llmlab_host *h, llmlab_engine *e,
+                                                   llmlab_err *err) {
+    llmlab_att_track_init(t, h, e);
+    return h->engine_want_mass(e, 0, err);
+}
+
 static inline void llmlab_att_track_free(llmlab_att_track *t) {
     while (t->seqs) {
         llmlab_att_seq *q = t->seqs;

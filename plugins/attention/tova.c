@@ -47,8 +47,7 @@ static llmlab_status tova_create(void **self, const llmlab_host *h, llmlab_engin
     a->h = h;
     a->budget = budget;
     a->sinks = sinks;
-    llmlab_att_track_init(&a->track, h, e);
-    llmlab_status st = h->engine_want_mass(e, 0, err);
+    llmlab_status st = llmlab_att_track_start(&a->track, h, e, err);
     if (st) {
         h->free(a);
         return st;
