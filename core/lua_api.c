@@ -186,7 +186,7 @@ static int model_index(lua_State *L) {
         p += (double)c->n_layers * ((double)c->dim * c->head_dim * (2.0 * c->n_heads + 2.0 * c->n_kv_heads) +
                                     3.0 * c->dim * c->ffn_dim);
         lua_pushinteger(L, (lua_Integer)p);
-    } else lua_pushnil(L);
+    } else if (!llmlab_lua_model_method(L, k)) lua_pushnil(L); /* encode, decode, tokenizer (lua_text.c) */
     return 1;
 }
 
@@ -216,7 +216,7 @@ static int l_model(lua_State *L) {
 
 /* ---- llmlab.workload ----------------------------------------------------------------- */
 
-/* A workload is a plain Lua table: {requests = {{prompt = {ids...}, max_new = n}, ...}}. */
+/* A workload is a plain Lua table: {requests = {{prompt = {ids...} or "text", max_new = n}, ...}}. */
 static int l_workload(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     static const char *const keys[] = {"prompts", "lengths", "max_new", "seed", "vocab", NULL};
@@ -244,15 +244,9 @@ static int l_workload(lua_State *L) {
         lua_newtable(L); /* one request */
         lua_geti(L, src, i);
         if (has_prompts) {
-            if (lua_type(L, -1) == LUA_TSTRING) {
-                size_t len;
-                const char *s = lua_tolstring(L, -1, &len);
-                if (len == 0) return luaL_error(L, "llmlab.workload: prompt %d is empty", (int)i);
-                lua_createtable(L, (int)len, 0);
-                for (size_t k = 0; k < len; k++) {
-                    lua_pushinteger(L, (unsigned char)s[k]);
-                    lua_rawseti(L, -2, (lua_Integer)k + 1);
-                }
+            if (lua_type(L, -1) == LUA_TSTRING) { /* text: e:run encodes it with the model's tokenizer */
+                if (lua_rawlen(L, -1) == 0) return luaL_error(L, "llmlab.workload: prompt %d is empty", (int)i);
+                lua_pushvalue(L, -1);
                 lua_setfield(L, -3, "prompt");
                 lua_setfield(L, -2, "text");
             } else if (lua_type(L, -1) == LUA_TTABLE) {
@@ -387,7 +381,9 @@ static void open_module(lua_State *L, const llmlab_lua_opts *o) {
     static const luaL_Reg fns[] = {{"synth", l_synth},     {"derive", l_derive},     {"model", l_model},
                                    {"engine", llmlab_lua_engine_new}, {"workload", l_workload},
                                    {"results", llmlab_lua_results_new}, {"plugins", l_plugins},
-                                   {"load_plugin", l_load_plugin}, {"fidelity", llmlab_lua_fidelity}, {NULL, NULL}};
+                                   {"load_plugin", l_load_plugin}, {"fidelity", llmlab_lua_fidelity},
+                                   {"chat", llmlab_lua_chat}, {"prompts", llmlab_lua_prompts},
+                                   {"sweep", llmlab_lua_sweep}, {NULL, NULL}};
     luaL_newlib(L, fns);
     lua_newtable(L);
     for (int i = 0; i < o->n_set; i++) {
@@ -408,7 +404,14 @@ static int traceback(lua_State *L) {
     return 1;
 }
 
-llmlab_status llmlab_lua_run(const llmlab_lua_opts *o, llmlab_err *err) {
+llmlab_lua_sweep_req *llmlab_lua_sweep_ctx(lua_State *L) {
+    lua_getfield(L, LUA_REGISTRYINDEX, "llmlab.sweep");
+    llmlab_lua_sweep_req *sw = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return sw;
+}
+
+static llmlab_status run_script(const llmlab_lua_opts *o, llmlab_lua_sweep_req *sw, llmlab_err *err) {
     for (int i = 0; i < o->n_set; i++)
         if (!strchr(o->set[i], '=') || o->set[i][0] == '=')
             return llmlab_err_set(err, LLMLAB_EINVAL, "--set '%s': expected key=value", o->set[i]);
@@ -417,14 +420,23 @@ llmlab_status llmlab_lua_run(const llmlab_lua_opts *o, llmlab_err *err) {
     luaL_openlibs(L);
     lua_pushlightuserdata(L, (void *)o);
     lua_setfield(L, LUA_REGISTRYINDEX, "llmlab.ctx");
+    lua_pushlightuserdata(L, sw); /* NULL under `llmlab run` */
+    lua_setfield(L, LUA_REGISTRYINDEX, "llmlab.sweep");
     open_module(L, o);
     lua_pushcfunction(L, traceback);
     llmlab_status st = LLMLAB_OK;
     if (luaL_loadfile(L, o->script_path) != LUA_OK) {
         st = llmlab_err_set(err, LLMLAB_EINVAL, "%s", lua_tostring(L, -1));
-    } else if (lua_pcall(L, 0, 0, -2) != LUA_OK) {
+    } else if (lua_pcall(L, 0, 0, -2) != LUA_OK && !(sw && sw->planned)) {
+        /* (a planning llmlab.sweep stops the script with an error on purpose) */
         st = llmlab_err_set(err, LLMLAB_EINVAL, "%s", lua_tostring(L, -1));
     }
     lua_close(L);
     return st;
+}
+
+llmlab_status llmlab_lua_run(const llmlab_lua_opts *o, llmlab_err *err) { return run_script(o, NULL, err); }
+
+llmlab_status llmlab_lua_run_sweep(const llmlab_lua_opts *o, llmlab_lua_sweep_req *sw, llmlab_err *err) {
+    return run_script(o, sw, err);
 }

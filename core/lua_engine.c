@@ -120,36 +120,6 @@ int llmlab_lua_engine_new(lua_State *L) {
     return 1;
 }
 
-/* Reads a prompt (string -> byte tokens, or a table of ids) into a malloc'd array. */
-int32_t *llmlab_lua_read_prompt(lua_State *L, int idx, int *n) {
-    if (lua_type(L, idx) == LUA_TSTRING) {
-        size_t len;
-        const char *s = lua_tolstring(L, idx, &len);
-        int32_t *ids = malloc((len + 1) * sizeof *ids);
-        if (!ids) luaL_error(L, "out of memory");
-        *n = 0;
-        for (size_t i = 0; i < len; i++) ids[(*n)++] = (unsigned char)s[i];
-        return ids;
-    }
-    if (lua_type(L, idx) != LUA_TTABLE) luaL_error(L, "prompt must be a string or a table of token ids");
-    lua_Integer len = luaL_len(L, idx);
-    int32_t *ids = malloc((size_t)(len + 1) * sizeof *ids);
-    if (!ids) luaL_error(L, "out of memory");
-    for (lua_Integer i = 1; i <= len; i++) {
-        lua_geti(L, idx, i);
-        int ok;
-        lua_Integer v = lua_tointegerx(L, -1, &ok);
-        lua_pop(L, 1);
-        if (!ok || v < 0 || v > INT32_MAX) {
-            free(ids);
-            luaL_error(L, "prompt token %d is not a non-negative integer", (int)i);
-        }
-        ids[i - 1] = (int32_t)v;
-    }
-    *n = (int)len;
-    return ids;
-}
-
 static void push_tokens(lua_State *L, const int32_t *t, int n) {
     lua_createtable(L, n, 0);
     for (int i = 0; i < n; i++) {
@@ -158,26 +128,17 @@ static void push_tokens(lua_State *L, const int32_t *t, int n) {
     }
 }
 
-static void push_text(lua_State *L, const int32_t *t, int n) {
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    char piece[32];
-    for (int i = 0; i < n; i++) luaL_addlstring(&b, piece, llmlab_bytes_decode_one(t[i], piece, sizeof piece));
-    luaL_pushresult(&b);
-}
-
-
-
 static int engine_generate(lua_State *L) {
     lua_engine *u = luaL_checkudata(L, 1, "llmlab.engine");
     int n = 0;
     int has_opts = lua_type(L, 3) == LUA_TTABLE;
     if (has_opts) {
-        static const char *const keys[] = {"max_new", "temperature", "top_k", "top_p", "min_p", "stop_at_eos", NULL};
+        static const char *const keys[] = {"max_new", "temperature", "top_k", "top_p", "min_p", "stop_at_eos",
+                                           "special", NULL};
         llmlab_lua_check_keys(L, 3, "generate", keys);
     }
     llmlab_sampling samp = llmlab_engine_sampling(u->e);
-    int max_new = 32, stop = 1;
+    int max_new = 32, stop = 1, special = 1;
     if (has_opts) {
         max_new = llmlab_lua_opt_int(L, 3, "max_new", 32);
         samp.temperature = (float)llmlab_lua_opt_num(L, 3, "temperature", samp.temperature);
@@ -185,11 +146,13 @@ static int engine_generate(lua_State *L) {
         samp.top_p = (float)llmlab_lua_opt_num(L, 3, "top_p", samp.top_p);
         samp.min_p = (float)llmlab_lua_opt_num(L, 3, "min_p", samp.min_p);
         stop = llmlab_lua_opt_bool(L, 3, "stop_at_eos", 1);
+        special = llmlab_lua_opt_bool(L, 3, "special", 1);
     }
     if (max_new < 0) return luaL_error(L, "generate: max_new must be >= 0");
     const char *bad = llmlab_sampling_check(&samp);
     if (bad) return luaL_error(L, "generate: %s", bad);
-    int32_t *prompt = llmlab_lua_read_prompt(L, 2, &n);
+    const llmlab_tokenizer *tok = llmlab_engine_model(u->e)->tok;
+    int32_t *prompt = llmlab_lua_read_prompt_tok(L, 2, tok, special, &n);
     if (n == 0) {
         free(prompt);
         return luaL_error(L, "generate: the prompt is empty");
@@ -204,7 +167,7 @@ static int engine_generate(lua_State *L) {
     lua_newtable(L);
     push_tokens(L, r->output[0], r->output_len[0]);
     lua_setfield(L, -2, "tokens");
-    push_text(L, r->output[0], r->output_len[0]);
+    llmlab_lua_push_text(L, tok, r->output[0], r->output_len[0]);
     lua_setfield(L, -2, "text");
     lua_newtable(L);
     llmlab_lua_setint(L, "prompt_tokens", r->prompt_len[0]);
@@ -238,21 +201,53 @@ static void push_metric_totals(lua_State *L, const llmlab_run_result *r) {
     }
 }
 
-/* e:run(workload) -> {summary=..., requests=..., steps=..., _run=<userdata>} */
+/* Userdata "llmlab.runbufs": e:run's request array and prompt buffers, freed by
+ * __gc when a Lua error (a bad request) leaves e:run early. */
+typedef struct {
+    int n;                 /* prompts read so far */
+    llmlab_request *reqs;  /* [n_reqs] */
+    int32_t **prompts;     /* [n_reqs] malloc'd prompt ids */
+} run_bufs;
+
+static int run_bufs_gc(lua_State *L) {
+    run_bufs *b = luaL_checkudata(L, 1, "llmlab.runbufs");
+    for (int i = 0; b->prompts && i < b->n; i++) free(b->prompts[i]);
+    free(b->prompts);
+    free(b->reqs);
+    *b = (run_bufs){0};
+    return 0;
+}
+
+/* e:run(workload) -> {summary=..., requests=..., steps=..., _run=<userdata>}; the
+ * workload is llmlab.workload{...} ({requests = {...}}) or a plain list of
+ * request tables (llmlab.prompts{...}). */
 static int engine_run(lua_State *L) {
     lua_engine *u = luaL_checkudata(L, 1, "llmlab.engine");
     luaL_checktype(L, 2, LUA_TTABLE);
-    if (lua_getfield(L, 2, "requests") != LUA_TTABLE)
-        return luaL_error(L, "run: expected a workload from llmlab.workload{...}");
+    if (lua_getfield(L, 2, "requests") != LUA_TTABLE) {
+        lua_pop(L, 1);
+        if (lua_geti(L, 2, 1) != LUA_TTABLE)
+            return luaL_error(L, "run: expected a workload from llmlab.workload{...} or a list of requests "
+                                 "{prompt = ..., max_new = n} (llmlab.prompts{...})");
+        lua_pop(L, 1);
+        lua_pushvalue(L, 2);
+    }
     int rq = lua_gettop(L);
+    const llmlab_tokenizer *tok = llmlab_engine_model(u->e)->tok;
     int n = (int)luaL_len(L, rq);
-    llmlab_request *reqs = calloc((size_t)(n ? n : 1), sizeof *reqs);
-    int32_t **prompts = calloc((size_t)(n ? n : 1), sizeof *prompts);
+    run_bufs *bufs = lua_newuserdatauv(L, sizeof *bufs, 0);
+    *bufs = (run_bufs){0};
+    luaL_setmetatable(L, "llmlab.runbufs");
+    int bufs_idx = lua_gettop(L);
+    llmlab_request *reqs = bufs->reqs = calloc((size_t)(n ? n : 1), sizeof *reqs);
+    int32_t **prompts = bufs->prompts = calloc((size_t)(n ? n : 1), sizeof *prompts);
     if (!reqs || !prompts) return luaL_error(L, "out of memory");
     for (int i = 0; i < n; i++) {
-        lua_geti(L, rq, i + 1);
+        if (lua_geti(L, rq, i + 1) != LUA_TTABLE) return luaL_error(L, "run: request %d is not a table", i + 1);
+        int special = llmlab_lua_opt_bool(L, lua_gettop(L), "special", 1);
         lua_getfield(L, -1, "prompt");
-        prompts[i] = llmlab_lua_read_prompt(L, lua_gettop(L), &reqs[i].prompt_len);
+        prompts[i] = llmlab_lua_read_prompt_tok(L, lua_gettop(L), tok, special, &reqs[i].prompt_len);
+        bufs->n = i + 1;
         lua_pop(L, 1);
         reqs[i].id = i;
         reqs[i].prompt = prompts[i];
@@ -272,9 +267,9 @@ static int engine_run(lua_State *L) {
     llmlab_err err = {0};
     llmlab_status st = llmlab_engine_run(u->e, reqs, n, &res->r, &err);
     llmlab_results_utc_now(res->end);
-    for (int i = 0; i < n; i++) free(prompts[i]);
-    free(prompts);
-    free(reqs);
+    lua_pushcfunction(L, run_bufs_gc); /* free the buffers now rather than at the next GC */
+    lua_pushvalue(L, bufs_idx);
+    lua_call(L, 1, 0);
     if (st) return llmlab_lua_fail(L, &err);
     llmlab_run_result *r = res->r;
     lua_newtable(L);
@@ -301,6 +296,8 @@ static int engine_run(lua_State *L) {
         llmlab_lua_setint(L, "target_forwards", r->forwards[i]);
         push_tokens(L, r->output[i], r->output_len[i]);
         lua_setfield(L, -2, "tokens");
+        llmlab_lua_push_text(L, tok, r->output[i], r->output_len[i]);
+        lua_setfield(L, -2, "text");
         lua_newtable(L);
         for (int m = 0; m < r->n_metrics; m++) llmlab_lua_setnum(L, r->metric_names[m], r->metrics[(size_t)m * (size_t)r->n_reqs + (size_t)i]);
         lua_setfield(L, -2, "metrics");
@@ -313,7 +310,8 @@ static int engine_run(lua_State *L) {
 }
 
 void llmlab_lua_open_engine(lua_State *L) {
-    static const luaL_Reg methods[] = {{"generate", engine_generate}, {"run", engine_run}, {NULL, NULL}};
+    static const luaL_Reg methods[] = {{"generate", engine_generate}, {"run", engine_run},
+                                       {"perplexity", llmlab_lua_engine_perplexity}, {NULL, NULL}};
     luaL_newmetatable(L, "llmlab.engine");
     lua_pushcfunction(L, engine_gc);
     lua_setfield(L, -2, "__gc");
@@ -322,6 +320,10 @@ void llmlab_lua_open_engine(lua_State *L) {
     lua_pop(L, 1);
     luaL_newmetatable(L, "llmlab.result");
     lua_pushcfunction(L, result_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, "llmlab.runbufs");
+    lua_pushcfunction(L, run_bufs_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
 }

@@ -13,6 +13,7 @@
 #include "fidelity.h"
 #include "lua_internal.h"
 #include "results.h"
+#include "tokenizer.h"
 
 
 
@@ -58,11 +59,12 @@ static int push_attention(lua_State *L, int opts) {
     return holder;
 }
 
-/* Reads one text (string or id table at the top of the stack) into a userdata
- * buffer stored in keep[]; pops the text. */
-static void read_text(lua_State *L, int keep, llmlab_fid_text *t) {
+/* Reads one text (string, encoded with the model's tokenizer and its special
+ * tokens, or an id table at the top of the stack) into a userdata buffer stored
+ * in keep[]; pops the text. */
+static void read_text(lua_State *L, int keep, const llmlab_tokenizer *tok, llmlab_fid_text *t) {
     int len = 0;
-    int32_t *ids = llmlab_lua_read_prompt(L, lua_gettop(L), &len);
+    int32_t *ids = llmlab_lua_read_prompt_tok(L, lua_gettop(L), tok, 1, &len);
     int32_t *buf = lua_newuserdatauv(L, (size_t)(len ? len : 1) * sizeof *buf, 0);
     memcpy(buf, ids, (size_t)len * sizeof *buf);
     free(ids);
@@ -74,7 +76,7 @@ static void read_text(lua_State *L, int keep, llmlab_fid_text *t) {
 
 /* texts = {...} or workload = llmlab.workload{...}: the texts [*n], in GC'd
  * buffers anchored in keep. */
-static llmlab_fid_text *read_texts(lua_State *L, int opts, int keep, int *n_out) {
+static llmlab_fid_text *read_texts(lua_State *L, int opts, int keep, const llmlab_tokenizer *tok, int *n_out) {
     int has_texts = lua_getfield(L, opts, "texts") != LUA_TNIL;
     int has_wl = lua_getfield(L, opts, "workload") != LUA_TNIL;
     lua_pop(L, 2);
@@ -95,7 +97,7 @@ static llmlab_fid_text *read_texts(lua_State *L, int opts, int keep, int *n_out)
             lua_getfield(L, -1, "prompt");
             lua_remove(L, -2);
         }
-        read_text(L, keep, &t[i]);
+        read_text(L, keep, tok, &t[i]);
     }
     lua_settop(L, src - 1 - has_wl);
     *n_out = n;
@@ -221,7 +223,7 @@ int llmlab_lua_fidelity(lua_State *L) {
     int holder = push_attention(L, 1);
     lua_newtable(L); /* keep: the texts' buffers */
     int keep = lua_gettop(L), n = 0;
-    llmlab_fid_text *texts = read_texts(L, 1, keep, &n);
+    llmlab_fid_text *texts = read_texts(L, 1, keep, m->m->tok, &n);
     read_prefix(L, 1, texts, n);
     double ref_bytes = llmlab_lua_opt_num(L, 1, "ref_bytes", 0);
     if (!(ref_bytes >= 0)) return luaL_error(L, "llmlab.fidelity: ref_bytes must be >= 0");

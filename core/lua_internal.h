@@ -44,10 +44,25 @@ void llmlab_lua_check_keys(lua_State *L, int t, const char *what, const char *co
 /* Field `kind` of options table opts ("name" or {"name", k = v}) into c. */
 void llmlab_lua_read_choice(lua_State *L, int opts, const char *kind, llmlab_plugin_choice *c,
                             llmlab_lua_choice_values *cv);
-/* A prompt (string: byte tokens, or a table of ids) as a malloc'd array [*n]. */
-int32_t *llmlab_lua_read_prompt(lua_State *L, int idx, int *n);
+/* A prompt as a malloc'd array [*n] (lua_text.c): a table of ids, or a string
+ * encoded with tok; add_special runs the tokenizer's post-processor (a leading
+ * BOS for Llama tokenizers), but a text that starts with the BOS itself (chat
+ * template output) does not get a second one. */
+int32_t *llmlab_lua_read_prompt_tok(lua_State *L, int idx, const struct llmlab_tokenizer *tok, int add_special,
+                                    int *n);
+/* Pushes the text of ids (decoded, special tokens skipped; ids the tokenizer has
+ * no text for, such as padding rows of a larger embedding, left out). */
+void llmlab_lua_push_text(lua_State *L, const struct llmlab_tokenizer *tok, const int32_t *ids, int n);
+/* Pushes model method `name` (encode, decode, tokenizer) and returns 1, else 0. */
+int llmlab_lua_model_method(lua_State *L, const char *name);
+/* llmlab.chat(...), llmlab.prompts{...}, e:perplexity(...) (lua_text.c). */
+int llmlab_lua_chat(lua_State *L);
+int llmlab_lua_prompts(lua_State *L);
+int llmlab_lua_engine_perplexity(lua_State *L);
 /* llmlab.fidelity{...} (lua_fidelity.c). */
 int llmlab_lua_fidelity(lua_State *L);
+/* llmlab.sweep{...} (lua_sweep.c). */
+int llmlab_lua_sweep(lua_State *L);
 
 void llmlab_lua_open_engine(lua_State *L);
 void llmlab_lua_open_results(lua_State *L);

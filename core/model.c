@@ -16,6 +16,7 @@
 
 #include "dtype.h"
 #include "error.h"
+#include "tokenizer.h"
 
 #define MODEL_MAX_CONFIG (16u << 20)
 
@@ -260,9 +261,24 @@ void llmlab_model_free(llmlab_model *m) {
     }
     free(m->final_norm);
     free(m->rope_inv_freq);
+    llmlab_tokenizer_free(m->tok);
     llmlab_st_close(&m->st);
     free(m->path);
     free(m);
+}
+
+/* dir/tokenizer.json, else the byte fallback.  A real tokenizer may be smaller
+ * than the embedding (padded vocabularies) but never larger; the fallback's 256
+ * byte ids are not checked, so tiny synthetic vocabularies still load (their
+ * prompts are checked against the vocabulary where they are used). */
+static llmlab_status load_tokenizer(llmlab_model *m, const char *dir, llmlab_err *err) {
+    llmlab_status s = llmlab_tokenizer_load_dir(&m->tok, dir, err);
+    if (s) return llmlab_err_prefix(err, "%s: tokenizer", dir);
+    int tv = llmlab_tokenizer_vocab_size(m->tok);
+    if (strcmp(llmlab_tokenizer_kind(m->tok), "bytes") != 0 && tv > m->cfg.vocab_size)
+        return llmlab_err_set(err, LLMLAB_EINVAL, "%s: the tokenizer (tokenizer.json) has %d tokens but the model's "
+                              "vocab_size (config.json) is %d", dir, tv, m->cfg.vocab_size);
+    return LLMLAB_OK;
 }
 
 static llmlab_status model_load_into(llmlab_model *m, const char *dir, llmlab_err *err) {
@@ -284,6 +300,7 @@ static llmlab_status model_load_into(llmlab_model *m, const char *dir, llmlab_er
         else rope_inv_freq(&m->cfg, m->rope_inv_freq);
     }
     if (!s) s = model_hash(m, text, len, err);
+    if (!s) s = load_tokenizer(m, dir, err);
     free(text);
     return s;
 }

@@ -11,6 +11,8 @@
 #include "config.h"
 #include "safetensors.h"
 
+struct llmlab_tokenizer;
+
 /* A read-only row-major matrix view [rows][cols] in dtype. */
 typedef struct {
     llmlab_dtype dtype;
@@ -44,10 +46,13 @@ typedef struct llmlab_model {
     float *rope_inv_freq;  /* [head_dim/2], llama3 scaling applied */
     uint64_t weight_bytes; /* bytes of all matrices as stored (read per decode step) */
     char hash[17];         /* 64-bit FNV-1a of config.json + tensor headers, hex */
+    struct llmlab_tokenizer *tok; /* owned: dir/tokenizer.json, else the byte fallback (tokenizer.h);
+                                     its vocab_size <= cfg.vocab_size unless it is the fallback */
 } llmlab_model;
 
-/* Loads a Hugging Face model directory (config.json + safetensors).  Every tensor
- * the architecture needs must exist with the shape config.json implies. */
+/* Loads a Hugging Face model directory (config.json + safetensors, and its
+ * tokenizer.json when present).  Every tensor the architecture needs must exist
+ * with the shape config.json implies. */
 llmlab_status llmlab_model_load(llmlab_model **out, const char *dir, llmlab_err *err);
 void llmlab_model_free(llmlab_model *m);
 

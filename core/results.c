@@ -981,26 +981,61 @@ static llmlab_status check_existing(const char *path, const char *name, llmlab_e
     return st;
 }
 
-/* Creates a fresh results file at w->tmp: root attributes and an empty /runs. */
-static llmlab_status create_new(writer *w, hid_t fapl, llmlab_err *err) {
-    w->file = H5Fcreate(w->tmp, H5F_ACC_EXCL, H5P_DEFAULT, fapl);
-    if (w->file < 0) return h5_fail(err, "creating the file");
-    llmlab_status st = put_attr(w->file, "llmlab_schema_version", LLMLAB_COL_INT,
+/* Root attributes and an empty /runs in a freshly created file. */
+static llmlab_status init_new_file(hid_t file, llmlab_err *err) {
+    llmlab_status st = put_attr(file, "llmlab_schema_version", LLMLAB_COL_INT,
                                 LLMLAB_RESULTS_SCHEMA_VERSION, 0, NULL,
                                 "writing llmlab_schema_version", err);
     if (!st)
-        st = put_attr(w->file, "llmlab_version", LLMLAB_COL_STR, 0, 0, LLMLAB_VERSION_STRING,
+        st = put_attr(file, "llmlab_version", LLMLAB_COL_STR, 0, 0, LLMLAB_VERSION_STRING,
                       "writing llmlab_version", err);
     if (st) return st;
     hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
     hid_t g = H5I_INVALID_HID;
     if (gcpl < 0 ||
         H5Pset_link_creation_order(gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED) < 0 ||
-        (g = H5Gcreate2(w->file, "runs", H5P_DEFAULT, gcpl, H5P_DEFAULT)) < 0)
+        (g = H5Gcreate2(file, "runs", H5P_DEFAULT, gcpl, H5P_DEFAULT)) < 0)
         st = h5_fail(err, "creating /runs");
     if (g >= 0) H5Gclose(g);
     if (gcpl >= 0) H5Pclose(gcpl);
     return st;
+}
+
+/* Creates a fresh results file at w->tmp: root attributes and an empty /runs. */
+static llmlab_status create_new(writer *w, hid_t fapl, llmlab_err *err) {
+    w->file = H5Fcreate(w->tmp, H5F_ACC_EXCL, H5P_DEFAULT, fapl);
+    if (w->file < 0) return h5_fail(err, "creating the file");
+    return init_new_file(w->file, err);
+}
+
+/* ---- pieces for llmlab merge (merge.c) -------------------------------------------------- */
+
+hid_t llmlab_res_create_file(const char *path, llmlab_err *err) {
+    hid_t fapl = make_fapl(1);
+    hid_t file = fapl < 0 ? H5I_INVALID_HID : H5Fcreate(path, H5F_ACC_EXCL, H5P_DEFAULT, fapl);
+    if (file < 0) h5_fail(err, "creating the file");
+    if (fapl >= 0) H5Pclose(fapl);
+    if (file >= 0 && init_new_file(file, err)) {
+        H5Fclose(file);
+        unlink(path);
+        return H5I_INVALID_HID;
+    }
+    return file;
+}
+
+llmlab_status llmlab_res_write_table(hid_t loc, const llmlab_table *t, llmlab_err *err) {
+    if (t->ncols == 0) return llmlab_err_set(err, LLMLAB_EINVAL, "table '%s' has no columns", t->name);
+    for (size_t c = 1; c < t->ncols; c++)
+        if (t->cols[c].n != t->cols[0].n)
+            return llmlab_err_set(err, LLMLAB_EINVAL, "table '%s': columns differ in length", t->name);
+    return write_table(loc, t, err);
+}
+
+llmlab_status llmlab_res_put_attr(hid_t obj, const char *name, llmlab_coltype type, int64_t i, double d,
+                                  const char *s, llmlab_err *err) {
+    char what[RES_NAME_MAX + 64];
+    snprintf(what, sizeof what, "writing attribute '%s'", name);
+    return put_attr(obj, name, type, i, d, s, what, err);
 }
 
 /* Validates the existing file (if any) and opens w->tmp as its copy or a new file. */

@@ -128,7 +128,8 @@ llmlab_status llmlab_results_attr_str(const char *path, const char *run, const c
                                       char **out, llmlab_err *err);
 
 /* Column names of a table in stored order (malloc'd; free with
- * llmlab_results_free_strs). */
+ * llmlab_results_free_strs).  Here and in the column readers below, run == NULL
+ * names a table at the file root (the /sweep table of a merged sweep). */
 llmlab_status llmlab_results_columns(const char *path, const char *run, const char *table,
                                      char ***names, size_t *n, llmlab_err *err);
 
@@ -173,6 +174,15 @@ void llmlab_res_h5_reason(char *buf, size_t cap);
  * schema version.  Returns the file id or H5I_INVALID_HID with err filled (EIO:
  * missing/unreadable; EFORMAT: not HDF5, not llmlab, other schema version). */
 hid_t llmlab_res_open_checked(const char *path, unsigned flags, llmlab_err *err);
+
+/* For merge.c: a new results file at path (must not exist) with the root
+ * attributes and an empty /runs; the file id or H5I_INVALID_HID with err filled. */
+hid_t llmlab_res_create_file(const char *path, llmlab_err *err);
+/* Writes table t as dataset t's name under loc, exactly as a run's tables. */
+llmlab_status llmlab_res_write_table(hid_t loc, const llmlab_table *t, llmlab_err *err);
+/* Writes a scalar attribute on obj (i, d or s by type). */
+llmlab_status llmlab_res_put_attr(hid_t obj, const char *name, llmlab_coltype type, int64_t i, double d,
+                                  const char *s, llmlab_err *err);
 #endif
 
 #endif

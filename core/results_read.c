@@ -277,7 +277,6 @@ llmlab_status llmlab_results_columns(const char *path, const char *run, const ch
     if (!names || !n) return llmlab_err_set(err, LLMLAB_EINVAL, "names/n is NULL");
     *names = NULL;
     *n = 0;
-    if (!run) return llmlab_err_set(err, LLMLAB_EINVAL, "run is NULL");
     reader r;
     hid_t ftype = H5I_INVALID_HID;
     llmlab_status st = reader_open(&r, path, run, err);
@@ -336,7 +335,16 @@ static llmlab_status read_column(const reader *r, const char *table, const char 
         hid_t base = want == H5T_INTEGER ? H5T_NATIVE_INT64
                      : want == H5T_FLOAT ? H5T_NATIVE_DOUBLE
                                          : (str = H5Tcopy(H5T_C_S1));
-        if (want == H5T_STRING) H5Tset_size(str, H5T_VARIABLE);
+        if (want == H5T_STRING) {
+            /* The memory type takes the stored character set: HDF5 1.10 has no
+             * UTF-8 <-> ASCII conversion, so a mismatch fails in a fresh process. */
+            hid_t member = H5Tget_member_type(ftype, (unsigned)idx);
+            H5Tset_size(str, H5T_VARIABLE);
+            if (member >= 0) {
+                H5Tset_cset(str, H5Tget_cset(member));
+                H5Tclose(member);
+            }
+        }
         size_t esz = want == H5T_STRING ? sizeof(char *) : 8;
         mtype = field_type(column, base, esz);
         *out = np ? calloc((size_t)np, esz) : NULL;
@@ -363,8 +371,7 @@ static llmlab_status column_call(const char *path, const char *run, const char *
                                  llmlab_err *err) {
     *out = NULL;
     *n = 0;
-    if (!run) return llmlab_err_set(err, LLMLAB_EINVAL, "run is NULL");
-    reader r;
+    reader r; /* run == NULL: a table at the root (merge's /sweep) */
     llmlab_status st = reader_open(&r, path, run, err);
     if (!st) st = read_column(&r, table, column, want, out, n, err);
     if (!st && want == H5T_STRING) {

@@ -46,6 +46,10 @@ llmlab_status llmlab_tokenizer_bytes(llmlab_tokenizer **out, llmlab_err *err);
 /* What a model directory holds: dir/tokenizer.json if present, else the fallback. */
 llmlab_status llmlab_tokenizer_load_dir(llmlab_tokenizer **out, const char *dir, llmlab_err *err);
 
+/* Loads the vocabulary of a GGUF file (tokenizer.ggml.*: models "gpt2" and
+ * "llama"), converted to the tokenizer.json pipeline (core/gguf_vocab.c, docs/gguf.md). */
+llmlab_status llmlab_tokenizer_load_gguf(llmlab_tokenizer **out, const char *path, llmlab_err *err);
+
 void llmlab_tokenizer_free(llmlab_tokenizer *t);
 
 /* ---- facts ------------------------------------------------------------------------ */
@@ -55,8 +59,10 @@ const char *llmlab_tokenizer_kind(const llmlab_tokenizer *t);
 /* Largest id + 1 over the model vocabulary and the added tokens (256 for the fallback). */
 int llmlab_tokenizer_vocab_size(const llmlab_tokenizer *t);
 /* Beginning/end-of-sequence ids, -1 when the tokenizer has none.  BOS is what
- * the post-processor prepends (or the token named <s>, <|begin_of_text|>,
- * <|endoftext|> ...); EOS likewise. */
+ * the post-processor prepends, else the first special added token named <s>,
+ * <|begin_of_text|> or <|endoftext|>; EOS is the first special added token named
+ * </s>, <|end_of_text|>, <|endoftext|>, <|im_end|> or <|eot_id|>
+ * (docs/tokenizers.md). */
 int32_t llmlab_tokenizer_bos(const llmlab_tokenizer *t);
 int32_t llmlab_tokenizer_eos(const llmlab_tokenizer *t);
 /* The id of a vocabulary or added token written as in tokenizer.json, or -1. */
@@ -94,10 +100,5 @@ llmlab_status llmlab_detok_push(llmlab_detok *d, int32_t id, const char **text, 
 /* Returns whatever is held back (an incomplete UTF-8 tail) and resets d. */
 llmlab_status llmlab_detok_flush(llmlab_detok *d, const char **text, size_t *len, llmlab_err *err);
 void llmlab_detok_free(llmlab_detok *d);
-
-/* LEGACY (removed once the CLI and Lua use the object above): the byte fallback as
- * plain functions. */
-int llmlab_bytes_encode(const char *text, int32_t *ids);
-size_t llmlab_bytes_decode_one(int32_t id, char *buf, size_t cap);
 
 #endif

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(build-essential cmake pkg-config git libcjson-dev libpcre2-dev libutf8proc-dev liblua5.4-dev lua5.4
-          libhdf5-dev hdf5-tools libinih-dev libcriterion-dev)
+          libhdf5-dev hdf5-tools libinih-dev libcriterion-dev gnuplot-nox)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

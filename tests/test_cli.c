@@ -92,3 +92,73 @@ Test(cli, bench_reports_fractions_and_writes_hdf5) {
     snprintf(cmd, sizeof cmd, "h5dump -H %s/bench.h5 >/dev/null 2>&1 || test ! -x \"$(command -v h5dump)\"", g_dir);
     cr_assert_eq(system(cmd), 0, "bench.h5 must be a valid HDF5 file");
 }
+
+/* `llmlab ppl` prints its figures and writes the run; bad windows are usage errors. */
+Test(cli, ppl_prints_figures_and_writes_hdf5) {
+    char cmd[2048], out[8192], err[8192], path[512];
+    snprintf(path, sizeof path, "%s/text.txt", g_dir);
+    proc_write_file(path, "It was a bright cold day in April, and the clocks were striking thirteen.\n"
+                          "Winston Smith slipped quickly through the glass doors of Victory Mansions.\n");
+    snprintf(cmd, sizeof cmd, "%s ppl -m %s/m -f %s --ctx 64 --stride 32 --threads 2 -o %s/ppl.h5", LLMLAB_BIN,
+             g_dir, path, g_dir);
+    cr_assert_eq(proc_run(cmd, out, sizeof out, err, sizeof err), 0, "%s", err);
+    double ppl = 0;
+    int scored = 0, total = 0, windows = 0;
+    const char *p = strstr(out, "ppl: "), *t = strstr(out, "tokens scored: "), *w = strstr(out, "windows: ");
+    cr_assert(p && t && w && strstr(out, "mean NLL: ") && strstr(out, "tok/s: "), "%s", out);
+    cr_assert_eq(sscanf(p, "ppl: %lf", &ppl), 1);
+    cr_assert_eq(sscanf(t, "tokens scored: %d of %d", &scored, &total), 2);
+    cr_assert_eq(sscanf(w, "windows: %d", &windows), 1);
+    cr_assert(ppl > 1 && ppl < 1e9, "%s", out);
+    cr_assert_eq(total, 149, "the byte fallback: one token per byte, no BOS");
+    cr_assert_eq(scored, 148);
+    cr_assert_eq(windows, 4, "windows [0,64) [32,96) [64,128) [96,149)");
+    snprintf(cmd, sizeof cmd, "h5dump -H %s/ppl.h5 2>/dev/null", g_dir);
+    static char dump[1 << 20];
+    if (system("command -v h5dump >/dev/null 2>&1") == 0) {
+        cr_assert_eq(proc_run(cmd, dump, sizeof dump, err, sizeof err), 0);
+        cr_assert(strstr(dump, "DATASET \"ppl_tokens\"") && strstr(dump, "\"nll\"") && strstr(dump, "ATTRIBUTE \"stride\"") &&
+                      strstr(dump, "\"ppl_tok_per_s\""), "h5dump: %.2000s", dump);
+    }
+    const char *bad[][2] = {{"--stride 0", "--stride"}, {"--ctx 16 --stride 32", "--stride 32 must not exceed --ctx 16"},
+                            {"--ctx 1", "--ctx"}, {"--stride 4096", "stride = 4096 must be in [1, ctx = 2048]"},
+                            {"--attention 'window window'", "bad --attention"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(cmd, sizeof cmd, "%s ppl -m %s/m -f %s %s", LLMLAB_BIN, g_dir, path, bad[i][0]);
+        cr_assert_eq(proc_run(cmd, out, sizeof out, err, sizeof err), 2, "%s: %s", bad[i][0], err);
+        cr_assert(strstr(err, bad[i][1]), "%s: %s", bad[i][0], err);
+    }
+    snprintf(cmd, sizeof cmd, "%s ppl -m %s/m -f %s/missing.txt", LLMLAB_BIN, g_dir, g_dir);
+    cr_assert_eq(proc_run(cmd, out, sizeof out, err, sizeof err), 1);
+    cr_assert(strstr(err, "missing.txt"), "%s", err);
+    snprintf(cmd, sizeof cmd, "%s ppl -m %s/m -f %s --attention 'window window=8' --ctx 64", LLMLAB_BIN, g_dir, path);
+    cr_assert_eq(proc_run(cmd, out, sizeof out, err, sizeof err), 0, "%s", err);
+    double ppl_win = 0;
+    cr_assert_eq(sscanf(strstr(out, "ppl: "), "ppl: %lf", &ppl_win), 1);
+    cr_assert(ppl_win != ppl, "a sliding window of 8 changes the perplexity");
+}
+
+/* --chat wraps -p in the template (the template carries the BOS text); text output
+ * goes through the streaming detokenizer. */
+Test(cli, generate_chat_and_text_output) {
+    char cmd[2048], a[8192], b[8192], err[4096];
+    snprintf(cmd, sizeof cmd, "%s generate -m %s/m -p 'Hi' --chat chatml --system 'Be brief.' -n 6 --ids --no-eos",
+             LLMLAB_BIN, g_dir);
+    cr_assert_eq(proc_run(cmd, a, sizeof a, err, sizeof err), 0, "%s", err);
+    cr_assert(strstr(err, "prefill: 91 tokens"), "the chatml text is 91 bytes: %s", err);
+    const char *text = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n";
+    char list[1024] = "";
+    for (const char *c = text; *c; c++) snprintf(list + strlen(list), sizeof list - strlen(list), "%s%d", c == text ? "" : ",", *c);
+    snprintf(cmd, sizeof cmd, "%s generate -m %s/m --tokens %s -n 6 --ids --no-eos", LLMLAB_BIN, g_dir, list);
+    cr_assert_eq(proc_run(cmd, b, sizeof b, err, sizeof err), 0, "%s", err);
+    cr_assert_str_eq(a, b, "--chat equals the rendered text given as ids");
+    snprintf(cmd, sizeof cmd, "%s generate -m %s/m -p 'Hi' -n 6 --no-eos", LLMLAB_BIN, g_dir);
+    cr_assert_eq(proc_run(cmd, a, sizeof a, err, sizeof err), 0, "%s", err);
+    cr_assert(strlen(a) >= 2 && a[strlen(a) - 1] == '\n', "text output ends the line: %s", a);
+    snprintf(cmd, sizeof cmd, "%s generate -m %s/m -p 'Hi' --chat vicuna", LLMLAB_BIN, g_dir);
+    cr_assert_eq(proc_run(cmd, a, sizeof a, err, sizeof err), 2);
+    cr_assert(strstr(err, "unknown chat template 'vicuna'") && strstr(err, "llama-3"), "%s", err);
+    snprintf(cmd, sizeof cmd, "%s generate -m %s/m -p 'Hi' --system 'S'", LLMLAB_BIN, g_dir);
+    cr_assert_eq(proc_run(cmd, a, sizeof a, err, sizeof err), 2);
+    cr_assert(strstr(err, "--system needs --chat"), "%s", err);
+}

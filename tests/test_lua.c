@@ -155,3 +155,155 @@ Test(lua, speculative_run_records_draft_counters) {
                           "ATTRIBUTE \"draft\"", "ATTRIBUTE \"k\""};
     for (size_t i = 0; i < sizeof must / sizeof must[0]; i++) cr_assert(strstr(dump, must[i]), "h5dump lacks %s", must[i]);
 }
+
+/* ---- text: tokenizers, chat templates, prompt files, perplexity ------------------------ */
+
+/* The byte fallback (no tokenizer.json): encode/decode round trip on fresh random
+ * bytes (NULs and invalid UTF-8 included), text prompts in generate and run, the
+ * decoded text of the output. */
+Test(lua, encode_decode_round_trip_on_the_byte_fallback) {
+    char s[1024];
+    snprintf(s, sizeof s,
+             "local m = llmlab.model{path = llmlab.synth{dir = 'm', preset = 'tiny', seed = 3}}\n"
+             "math.randomseed(%llu)\n"
+             "for round = 1, 20 do\n"
+             "  local b = {}\n"
+             "  for i = 1, math.random(0, 300) do b[i] = string.char(math.random(0, 255)) end\n"
+             "  local s = table.concat(b)\n"
+             "  local ids = m:encode(s)\n"
+             "  assert(#ids == #s and m:decode(ids) == s, 'round trip failed in round ' .. round)\n"
+             "end\n"
+             "local t = m:tokenizer()\n"
+             "print(t.kind, t.vocab_size, t.bos, t.eos, table.concat(m:encode('Hi!'), ','))\n"
+             "local e = llmlab.engine{model = m}\n"
+             "local g = e:generate('Hello', {max_new = 6, stop_at_eos = false})\n"
+             "assert(g.metrics.prompt_tokens == 5)\n"
+             "local r = e:run(llmlab.workload{prompts = {'Hello', {72, 105}}, max_new = 4})\n"
+             "print(r.requests[1].prompt_len, r.requests[2].prompt_len, type(r.requests[1].text),\n"
+             "      r.requests[1].text == m:decode(r.requests[1].tokens, {skip_special = true}))\n",
+             (unsigned long long)fixture_seed("lua-roundtrip"));
+    cr_assert_eq(run_script("bytes.lua", s, NULL), 0, "%s", err);
+    cr_assert_str_eq(out, "bytes\t256\tnil\tnil\t72,105,33\n5\t2\tstring\ttrue\n");
+}
+
+Test(lua, chat_renders_and_rejects_bad_conversations) {
+    const char *s = "print(llmlab.chat('chatml', {{role = 'user', content = 'Hi'}}))\n"
+                    "print(llmlab.chat('llama-2', {{role = 'system', content = 'S'}, {role = 'user', content = 'U'}},\n"
+                    "                  {generation_prompt = false}))\n";
+    cr_assert_eq(run_script("chat.lua", s, NULL), 0, "%s", err);
+    cr_assert_str_eq(out, "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+                          "<|im_start|>assistant\n\n<s>[INST] <<SYS>>\nS\n<</SYS>>\n\nU [/INST]\n");
+    cr_assert_eq(run_script("chat2.lua", "llmlab.chat('vicuna', {{role = 'user', content = 'x'}})\n", NULL), 1);
+    cr_assert(strstr(err, "chat2.lua:1:") && strstr(err, "unknown chat template 'vicuna'") &&
+                  strstr(err, "llama-2, llama-3, chatml (alias qwen), mistral"), "%s", err);
+    cr_assert_eq(run_script("chat3.lua", "llmlab.chat('mistral', {{role = 'assistant', content = 'x'}})\n", NULL), 1);
+    cr_assert(strstr(err, "message 1 has role 'assistant' where 'user'"), "%s", err);
+}
+
+/* llmlab.prompts on temp files: lines (blank and CRLF lines), JSONL with text,
+ * ids, messages and per-request lengths, chat wrapping, limit; bad lines name
+ * file:line; e:run takes the list and returns text. */
+Test(lua, prompts_files_feed_run) {
+    char p[512];
+    snprintf(p, sizeof p, "%s/p.txt", g_dir);
+    proc_write_file(p, "first prompt\r\n\n   \nsecond prompt\nthird\n");
+    snprintf(p, sizeof p, "%s/p.jsonl", g_dir);
+    proc_write_file(p, "{\"prompt\": \"text one\", \"max_new\": 2}\n"
+                       "\n"
+                       "{\"prompt_ids\": [5, 6, 7], \"output_len\": 3}\n"
+                       "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}\n");
+    snprintf(p, sizeof p, "%s/bad.jsonl", g_dir);
+    proc_write_file(p, "{\"prompt\": \"ok\"}\n{\"prompt\": oops}\n");
+    const char *s =
+        "local m = llmlab.model{path = llmlab.synth{dir = 'm', preset = 'tiny', seed = 3}}\n"
+        "local a = llmlab.prompts{file = 'p.txt', max_new = 5}\n"
+        "print(#a, a[1].prompt, a[2].prompt, a[3].max_new, a[1].special)\n"
+        "print(#llmlab.prompts{file = 'p.txt', limit = 2})\n"
+        "local j = llmlab.prompts{file = 'p.jsonl', chat = 'chatml', system = 'Be brief.', max_new = 4}\n"
+        "print(#j, j[1].max_new, j[2].max_new, j[3].max_new, table.concat(j[2].prompt, ','), j[3].special)\n"
+        "print(j[3].prompt)\n"
+        "local e = llmlab.engine{model = m, sched = {'continuous', max_batch = 4}}\n"
+        "local r = e:run(a)\n"
+        "print(r.summary.requests, r.summary.output_tokens, r.requests[1].prompt_len, type(r.requests[2].text))\n"
+        "local rj = e:run(j)\n"
+        "print(rj.requests[2].prompt_len, rj.summary.output_tokens)\n";
+    cr_assert_eq(run_script("prompts.lua", s, NULL), 0, "%s", err);
+    cr_assert_str_eq(out, "3\tfirst prompt\tsecond prompt\t5\tnil\n"
+                          "2\n"
+                          "3\t2\t3\t4\t5,6,7\tfalse\n"
+                          "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n\n"
+                          "3\t15\t12\tstring\n"
+                          "3\t9\n");
+    cr_assert_eq(run_script("bad.lua", "llmlab.prompts{file = 'bad.jsonl'}\n", NULL), 1);
+    cr_assert(strstr(err, "bad.lua:1:") && strstr(err, "bad.jsonl:2: not a JSON object"), "%s", err);
+    cr_assert_eq(run_script("bad2.lua", "llmlab.prompts{file = 'p.jsonl'}\n", NULL), 1);
+    cr_assert(strstr(err, "p.jsonl:4:") && strstr(err, "needs a chat template"), "%s", err);
+    cr_assert_eq(run_script("bad3.lua", "llmlab.prompts{file = 'nope.txt'}\n", NULL), 1);
+    cr_assert(strstr(err, "cannot open nope.txt"), "%s", err);
+}
+
+Test(lua, perplexity_from_text_and_ids) {
+    const char *s =
+        "local m = llmlab.model{path = llmlab.synth{dir = 'm', preset = 'tiny', seed = 3}}\n"
+        "local e = llmlab.engine{model = m}\n"
+        "local text = string.rep('the cat sat on the mat. ', 8)\n"
+        "local p = e:perplexity(text, {ctx = 64, stride = 32})\n"
+        "local sum = 0\n"
+        "for _, v in ipairs(p.token_nll) do sum = sum + v end\n"
+        "assert(p.ppl > 1 and p.ppl < math.huge and math.abs(math.log(p.ppl) - sum / #p.token_nll) < 1e-9)\n"
+        "local q = e:perplexity(m:encode(text), {ctx = 64, stride = 32})\n"
+        "print(p.tokens, p.windows, #p.token_nll, q.ppl == p.ppl, p.token_pos[1], p.token_pos[#p.token_pos])\n"
+        "print(pcall(e.perplexity, e, text, {stride = 0}))\n";
+    cr_assert_eq(run_script("ppl.lua", s, NULL), 0, "%s", err);
+    const char *want = "191\t5\t191\ttrue\t1\t191\nfalse\t"; /* windows [0,64) [32,96) ... [128,192) */
+    cr_assert(!strncmp(out, want, strlen(want)), "%s", out);
+    cr_assert(strstr(out, "stride = 0 must be >= 1"), "%s", out);
+}
+
+/* A real tokenizer.json (a byte-level Llama-3 fixture) in a synthetic model dir:
+ * BOS from the post-processor, chat text encoded without a second BOS, and a
+ * tokenizer larger than the model's vocabulary refused at load. */
+Test(lua, model_with_tokenizer_json) {
+    char tj[512];
+    snprintf(tj, sizeof tj, "%s/tokenizers/bytelevel_llama3/tokenizer.json", LLMLAB_TEST_DATA);
+    if (access(tj, R_OK) != 0) cr_skip_test("fixture %s not present", tj);
+    char s[2048];
+    snprintf(s, sizeof s,
+             "local function with_tok(dir, vocab)\n"
+             "  llmlab.synth{dir = dir, preset = 'tiny', vocab = vocab, seed = 4}\n"
+             "  local src, dst = assert(io.open('%s', 'rb')), assert(io.open(dir .. '/tokenizer.json', 'wb'))\n"
+             "  dst:write(src:read('a')); src:close(); dst:close()\n"
+             "  return dir\n"
+             "end\n"
+             "local m = llmlab.model{path = with_tok('mt', 4096)}\n"
+             "local t = m:tokenizer()\n"
+             "local ids = m:encode('Hello world')\n"
+             "print(t.kind, t.vocab_size, t.bos, ids[1] == t.bos, m:decode(ids), m:decode(ids, {skip_special = true}))\n"
+             "local text = llmlab.chat('llama-3', {{role = 'user', content = 'Hi'}})\n"
+             "local plain = m:encode(text, {special = false})\n"
+             "local e = llmlab.engine{model = m}\n"
+             "local g1 = e:generate(text, {special = false, max_new = 3, stop_at_eos = false})\n"
+             "local g2 = e:generate(text, {max_new = 3, stop_at_eos = false})\n"
+             "print(plain[1] == t.bos, plain[2] == t.bos, #plain == g1.metrics.prompt_tokens,\n"
+             "      g2.metrics.prompt_tokens == g1.metrics.prompt_tokens)\n"
+             "local p = e:perplexity('The quick brown fox.')\n"
+             "print(p.input_tokens == #m:encode('The quick brown fox.', {special = false}) + 1, p.tokens == p.input_tokens - 1)\n"
+             "llmlab.model{path = with_tok('small', 1000)}\n",
+             tj);
+    cr_assert_eq(run_script("tok.lua", s, NULL), 1, "a 3263-token tokenizer must not load into a 1000-row model");
+    cr_assert_str_eq(out, "bpe-bytelevel\t3263\t0\ttrue\t<|begin_of_text|>Hello world\tHello world\n"
+                          "true\tfalse\ttrue\ttrue\n"
+                          "true\ttrue\n");
+    cr_assert(strstr(err, "tok.lua:") && strstr(err, "3263") && strstr(err, "1000") && strstr(err, "tokenizer"), "%s", err);
+}
+
+Test(lua, text_prompts_example_runs) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "cd %s && %s run %s/experiments/text_prompts.lua --set prompts=%s/experiments/data/prompts.txt "
+             "--set out=%s/t.h5 --set max_new=4",
+             g_dir, LLMLAB_BIN, LLMLAB_SOURCE_DIR, LLMLAB_SOURCE_DIR, g_dir);
+    cr_assert_eq(proc_run(cmd, out, sizeof out, err, sizeof err), 0, "%s", err);
+    cr_assert(strstr(out, "6 plain prompts") && strstr(out, "perplexity of") && strstr(out, "results written to"),
+              "%s", out);
+}

@@ -8,6 +8,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "core/chat.h"
 #include "core/error.h"
 #include "core/generate.h"
 #include "core/tokenizer.h"
@@ -15,11 +16,16 @@
 static void generate_usage(FILE *f) {
     fprintf(f,
             "usage: llmlab generate -m MODEL_DIR (-p TEXT | --tokens 1,2,3) [-n N]\n"
-            "         [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S]\n"
-            "         [--threads N] [--ids] [--no-eos]\n"
-            "  -m DIR        Hugging Face model directory (config.json + safetensors)\n"
-            "  -p TEXT       prompt text (byte-level tokens for now)\n"
+            "         [--chat TEMPLATE [--system TEXT]] [--temp T] [--top-k K] [--top-p P]\n"
+            "         [--min-p P] [--seed S] [--threads N] [--ids] [--no-eos]\n"
+            "  -m DIR        Hugging Face model directory (config.json + safetensors [+ tokenizer.json])\n"
+            "  -p TEXT       prompt text, encoded with the model's tokenizer (tokenizer.json, else\n"
+            "                bytes), with its special tokens (a leading BOS for Llama tokenizers)\n"
             "  --tokens L    prompt as comma-separated token ids\n"
+            "  --chat NAME   wrap -p TEXT as a user turn in chat template NAME (llama-2, llama-3,\n"
+            "                chatml/qwen, mistral) with the assistant's generation prompt; the\n"
+            "                template's text holds the BOS, so no special tokens are added\n"
+            "  --system TEXT a system message for --chat\n"
             "  -n N          tokens to generate (default 32)\n"
             "  --temp T      temperature, 0 = greedy (default 0)\n"
             "  --top-k K, --top-p P, --min-p P   sampling filters (defaults off)\n"
@@ -58,7 +64,7 @@ static int parse_token_list(const char *s, int32_t **out) {
 }
 
 typedef struct {
-    const char *model_dir, *prompt, *tokens;
+    const char *model_dir, *prompt, *tokens, *chat, *system;
     int n_new, threads, ids, eos;
     llmlab_sampling samp;
     uint64_t seed;
@@ -74,6 +80,8 @@ static int parse_args(int argc, char **argv, generate_args *a) {
         else if (!strcmp(o, "-m")) { VAL(); a->model_dir = v; }
         else if (!strcmp(o, "-p")) { VAL(); a->prompt = v; }
         else if (!strcmp(o, "--tokens")) { VAL(); a->tokens = v; }
+        else if (!strcmp(o, "--chat")) { VAL(); a->chat = v; }
+        else if (!strcmp(o, "--system")) { VAL(); a->system = v; }
         else if (!strcmp(o, "-n")) { VAL(); if (llmlab_arg_int(C, o, v, 0, 1 << 24, &a->n_new)) return 2; }
         else if (!strcmp(o, "--threads")) { VAL(); if (llmlab_arg_int(C, o, v, 1, 4096, &a->threads)) return 2; }
         else if (!strcmp(o, "--temp")) { VAL(); if (llmlab_arg_float(C, o, v, 0, 1e6, &a->samp.temperature)) return 2; }
@@ -91,20 +99,65 @@ static int parse_args(int argc, char **argv, generate_args *a) {
         generate_usage(stderr);
         return 2;
     }
+    if ((a->chat || a->system) && !a->prompt) {
+        fprintf(stderr, "llmlab generate: --chat and --system need a text prompt (-p TEXT)\n");
+        return 2;
+    }
+    if (a->system && !a->chat) {
+        fprintf(stderr, "llmlab generate: --system needs --chat TEMPLATE\n");
+        return 2;
+    }
+    if (a->chat && !llmlab_chat_template_known(a->chat)) {
+        fprintf(stderr, "llmlab generate: unknown chat template '%s' (templates: %s)\n", a->chat,
+                llmlab_chat_template_names());
+        return 2;
+    }
     return 0;
 }
 
-static void print_result(const int32_t *out, int n, int as_ids) {
-    char piece[32];
-    for (int i = 0; i < n; i++) {
-        if (as_ids) {
-            printf(i ? " %d" : "%d", (int)out[i]);
-        } else {
-            size_t len = llmlab_bytes_decode_one(out[i], piece, sizeof piece);
-            fwrite(piece, 1, len, stdout);
-        }
+/* 1 when tok can decode id: the byte fallback decodes every id (>= 256 as
+ * "<|id|>"); a tokenizer.json has no text for padding rows of a larger embedding,
+ * which are left out of the text. */
+static int decodable(const llmlab_tokenizer *tok, int32_t id) {
+    return !strcmp(llmlab_tokenizer_kind(tok), "bytes") ? id >= 0 : llmlab_tokenizer_piece(tok, id) != NULL;
+}
+
+/* Prints the ids, or their text through the streaming detokenizer (special
+ * tokens skipped; a UTF-8 character split across tokens is printed whole). */
+static llmlab_status print_result(const llmlab_tokenizer *tok, const int32_t *out, int n, int as_ids,
+                                  llmlab_err *err) {
+    if (as_ids) {
+        for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", (int)out[i]);
+        printf("\n");
+        return LLMLAB_OK;
     }
+    llmlab_detok *d = NULL;
+    llmlab_status st = llmlab_detok_create(&d, tok, 1, err);
+    const char *text;
+    size_t len;
+    for (int i = 0; i < n && !st; i++)
+        if (decodable(tok, out[i]) && !(st = llmlab_detok_push(d, out[i], &text, &len, err))) {
+            fwrite(text, 1, len, stdout);
+            fflush(stdout);
+        }
+    if (!st && !(st = llmlab_detok_flush(d, &text, &len, err))) fwrite(text, 1, len, stdout);
+    llmlab_detok_free(d);
     printf("\n");
+    return st;
+}
+
+/* -p TEXT as ids: encoded with special tokens, or wrapped in the chat template
+ * and encoded without (the template's text holds the BOS). */
+static llmlab_status encode_prompt(const llmlab_tokenizer *tok, const generate_args *a, int32_t **ids, int *n,
+                                   llmlab_err *err) {
+    if (!a->chat) return llmlab_tokenizer_encode(tok, a->prompt, strlen(a->prompt), 1, ids, n, err);
+    llmlab_chat_msg msgs[2] = {{"system", a->system}, {"user", a->prompt}};
+    char *text = NULL;
+    size_t len = 0;
+    llmlab_status st = llmlab_chat_render(a->chat, a->system ? msgs : msgs + 1, a->system ? 2 : 1, 1, &text, &len, err);
+    if (!st) st = llmlab_tokenizer_encode(tok, text, len, 0, ids, n, err);
+    free(text);
+    return st;
 }
 
 int llmlab_cmd_generate(int argc, char **argv) {
@@ -125,8 +178,7 @@ int llmlab_cmd_generate(int argc, char **argv) {
             goto end;
         }
     } else {
-        prompt = malloc((strlen(a.prompt) + 1) * sizeof *prompt);
-        n_prompt = prompt ? llmlab_bytes_encode(a.prompt, prompt) : 0;
+        if (encode_prompt(m->tok, &a, &prompt, &n_prompt, &err)) goto fail;
         if (n_prompt == 0) {
             fprintf(stderr, "llmlab generate: the prompt is empty\n");
             rc = 2;
@@ -151,7 +203,7 @@ int llmlab_cmd_generate(int argc, char **argv) {
         goto fail;
     }
     if (a.n_new > 0 && llmlab_generate(ctx, 0, prompt, n_prompt, &go, out, &n_out, &gs, &err)) goto fail;
-    print_result(out, n_out, a.ids);
+    if (print_result(m->tok, out, n_out, a.ids, &err)) goto fail;
     fprintf(stderr, "prefill: %d tokens in %.3f s (%.1f tok/s); decode: %d tokens in %.3f s (%.2f tok/s)\n",
             gs.n_prompt, gs.prefill_s, gs.prefill_s > 0 ? gs.n_prompt / gs.prefill_s : 0.0, gs.n_new,
             gs.decode_s, (gs.n_new > 1 && gs.decode_s > 0) ? (gs.n_new - 1) / gs.decode_s : 0.0);

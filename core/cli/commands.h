@@ -4,12 +4,18 @@
 #define LLMLAB_CLI_COMMANDS_H
 
 int llmlab_cmd_generate(int argc, char **argv);
+int llmlab_cmd_tokenize(int argc, char **argv);
+int llmlab_cmd_ppl(int argc, char **argv);
 int llmlab_cmd_synth(int argc, char **argv);
 int llmlab_cmd_train_medusa(int argc, char **argv);
 int llmlab_cmd_derive(int argc, char **argv);
 int llmlab_cmd_bench(int argc, char **argv);
 int llmlab_cmd_bench_policy(int argc, char **argv);
+int llmlab_cmd_bench_tokenizer(int argc, char **argv);
 int llmlab_cmd_run(int argc, char **argv);
 int llmlab_cmd_plugins(int argc, char **argv);
+int llmlab_cmd_sweep(int argc, char **argv);
+int llmlab_cmd_merge(int argc, char **argv);
+int llmlab_cmd_report(int argc, char **argv);
 
 #endif

@@ -14,13 +14,19 @@ typedef struct {
 
 static const command commands[] = {
     {"run", llmlab_cmd_run, "run an experiment script (Lua)"},
+    {"sweep", llmlab_cmd_sweep, "run a script's llmlab.sweep grid: local processes (-j N) or Slurm arrays"},
+    {"merge", llmlab_cmd_merge, "combine a sweep's per-task result files into one file with a sweep table"},
+    {"report", llmlab_cmd_report, "tables and plots of summary metrics grouped by sweep parameters"},
     {"plugins", llmlab_cmd_plugins, "list registered plugins with their parameters"},
     {"generate", llmlab_cmd_generate, "generate text or token ids from a model directory"},
+    {"tokenize", llmlab_cmd_tokenize, "text to token ids and back (tokenizer.json, GGUF vocabulary)"},
+    {"ppl", llmlab_cmd_ppl, "perplexity of a text file (strided windows, through the engine's plugins)"},
     {"synth", llmlab_cmd_synth, "write a seeded random-weight model in Hugging Face layout"},
     {"train-medusa", llmlab_cmd_train_medusa, "train Medusa heads for a model (CPU), for the medusa plugin"},
     {"derive", llmlab_cmd_derive, "copy a model keeping its first layers and/or in another dtype (drafts)"},
     {"bench", llmlab_cmd_bench, "measure prefill/decode speed against memory bandwidth"},
     {"bench-policy", llmlab_cmd_bench_policy, "cost of attention/KV policies per decode step vs dense"},
+    {"bench-tokenizer", llmlab_cmd_bench_tokenizer, "encode/decode speed of a tokenizer on a text file (MB/s)"},
 };
 
 static void usage(FILE *f) {

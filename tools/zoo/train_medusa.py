@@ -2,7 +2,7 @@
 """train_medusa.py - Medusa-1 heads for the zoo's target (frozen), in Medusa's layout.
 
     python3 tools/zoo/train_medusa.py [--data zoo-data] [--model models/zoo/target]
-                                      [--heads 3] [--steps N] [--threads N]
+                                      [--heads 4] [--steps N] [--threads N]
 
 Head k (k = 0..K-1) reads the target's final-normed hidden state h_t and predicts
 token t + k + 2 (the base LM head predicts t + 1): one ResBlock x + SiLU(W x + b)
@@ -58,7 +58,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="zoo-data")
     ap.add_argument("--model", default="models/zoo/target")
-    ap.add_argument("--heads", type=int, default=3)
+    ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=512)
