@@ -26,7 +26,7 @@
 
 /* ---- typed getters ----------------------------------------------------------- */
 
-static const char *json_type_name(const cJSON *v) {
+const char *llmlab_json_type_name(const struct cJSON *v) {
     if (cJSON_IsNull(v)) return "null";
     if (cJSON_IsBool(v)) return "a boolean";
     if (cJSON_IsNumber(v)) return "a number";
@@ -48,7 +48,7 @@ static llmlab_status get_int(const cJSON *obj, const char *key, int required, in
     }
     if (!cJSON_IsNumber(v))
         return llmlab_err_set(err, LLMLAB_EFORMAT, "'%s' must be an integer, not %s", key,
-                              json_type_name(v));
+                              llmlab_json_type_name(v));
     double d = v->valuedouble;
     if (!isfinite(d) || d != floor(d))
         return llmlab_err_set(err, LLMLAB_EFORMAT, "'%s' must be an integer, not %g", key, d);
@@ -69,7 +69,7 @@ static llmlab_status get_pos_num(const cJSON *obj, const char *key, double def, 
     }
     if (!cJSON_IsNumber(v))
         return llmlab_err_set(err, LLMLAB_EFORMAT, "'%s' must be a number, not %s", key,
-                              json_type_name(v));
+                              llmlab_json_type_name(v));
     /* Stored as float: values that round to 0, a subnormal or inf are rejected. */
     if (!isfinite(v->valuedouble) || v->valuedouble < (double)FLT_MIN || v->valuedouble > 3.0e38)
         return llmlab_err_set(err, LLMLAB_EINVAL,
@@ -87,7 +87,7 @@ static llmlab_status get_bool(const cJSON *obj, const char *key, int def, int *o
     }
     if (!cJSON_IsBool(v))
         return llmlab_err_set(err, LLMLAB_EFORMAT, "'%s' must be true or false, not %s", key,
-                              json_type_name(v));
+                              llmlab_json_type_name(v));
     *out = cJSON_IsTrue(v) ? 1 : 0;
     return LLMLAB_OK;
 }
@@ -104,7 +104,7 @@ static llmlab_status parse_arch(llmlab_config *cfg, const cJSON *root, llmlab_er
         const cJSON *a0 = cJSON_GetArrayItem(archs, 0);
         if (!cJSON_IsString(a0))
             return llmlab_err_set(err, LLMLAB_EFORMAT, "'architectures'[0] must be a string, not %s",
-                                  json_type_name(a0));
+                                  llmlab_json_type_name(a0));
         name = a0->valuestring;
     } else {
         /* Why: some hand-written configs carry only model_type. */
@@ -206,7 +206,7 @@ static llmlab_status parse_rope(llmlab_config *cfg, const cJSON *root, llmlab_er
     const cJSON *rp = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
     if (rp && !cJSON_IsNull(rp) && !cJSON_IsObject(rp))
         return llmlab_err_set(err, LLMLAB_EFORMAT, "'rope_parameters' must be an object or null, not %s",
-                              json_type_name(rp));
+                              llmlab_json_type_name(rp));
     if (!cJSON_IsObject(rp)) rp = NULL;
     const cJSON *theta_src = (rp && !cJSON_GetObjectItemCaseSensitive(root, "rope_theta")) ? rp : root;
     if ((s = get_pos_num(theta_src, "rope_theta", 10000.0, &theta, err)) ||
@@ -222,7 +222,7 @@ static llmlab_status parse_rope(llmlab_config *cfg, const cJSON *root, llmlab_er
     if (!rs || cJSON_IsNull(rs)) return LLMLAB_OK;
     if (!cJSON_IsObject(rs))
         return llmlab_err_set(err, LLMLAB_EFORMAT, "'rope_scaling' must be an object or null, not %s",
-                              json_type_name(rs));
+                              llmlab_json_type_name(rs));
     const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
     if (!ty) ty = cJSON_GetObjectItemCaseSensitive(rs, "type");
     if (!cJSON_IsString(ty))
@@ -277,7 +277,7 @@ static llmlab_status parse_flags(llmlab_config *cfg, const cJSON *root, llmlab_e
     if (act && !cJSON_IsNull(act)) {
         if (!cJSON_IsString(act))
             return llmlab_err_set(err, LLMLAB_EFORMAT, "'hidden_act' must be a string, not %s",
-                                  json_type_name(act));
+                                  llmlab_json_type_name(act));
         if (strcmp(act->valuestring, "silu"))
             return llmlab_err_set(err, LLMLAB_EUNSUPPORTED,
                                   "'hidden_act' \"%.64s\" is not supported (silu)", act->valuestring);
@@ -302,7 +302,7 @@ static llmlab_status parse_tokens(llmlab_config *cfg, const cJSON *root, llmlab_
     if (!cJSON_IsArray(e))
         return llmlab_err_set(err, LLMLAB_EFORMAT,
                               "'eos_token_id' must be an integer or an array of integers, not %s",
-                              json_type_name(e));
+                              llmlab_json_type_name(e));
     int n = cJSON_GetArraySize(e);
     if (n > LLMLAB_MAX_EOS)
         return llmlab_err_set(err, LLMLAB_EUNSUPPORTED, "'eos_token_id' lists %d ids (at most %d)", n,
@@ -329,7 +329,7 @@ static llmlab_status parse_dtype(llmlab_config *cfg, const cJSON *root, llmlab_e
     if (!t || cJSON_IsNull(t)) return LLMLAB_OK;
     if (!cJSON_IsString(t))
         return llmlab_err_set(err, LLMLAB_EFORMAT, "'%s' must be a string, not %s", key,
-                              json_type_name(t));
+                              llmlab_json_type_name(t));
     if (llmlab_dtype_parse(t->valuestring, &cfg->torch_dtype))
         return llmlab_err_set(err, LLMLAB_EUNSUPPORTED,
                               "'%s' \"%.64s\" is not supported (float32, float16, bfloat16)", key,
@@ -352,7 +352,7 @@ llmlab_status llmlab_config_parse(llmlab_config *cfg, const char *json_text, llm
     llmlab_status s = LLMLAB_OK;
     if (!cJSON_IsObject(root))
         s = llmlab_err_set(err, LLMLAB_EFORMAT, "malformed config: top level is %s, not an object",
-                           json_type_name(root));
+                           llmlab_json_type_name(root));
     if (!s) s = parse_arch(cfg, root, err);
     if (!s) s = parse_sizes(cfg, root, err);
     if (!s) s = check_products(cfg, err);

@@ -42,6 +42,10 @@ typedef struct {
 
 /* Parses and validates config.json text.  Rejects missing/absurd values with a
  * message naming the key (zero, negative, or sizes whose products overflow). */
+/* "a number", "an array", ... for error messages about a JSON value of the wrong type. */
+struct cJSON;
+const char *llmlab_json_type_name(const struct cJSON *v);
+
 llmlab_status llmlab_config_parse(llmlab_config *cfg, const char *json_text, llmlab_err *err);
 llmlab_status llmlab_config_load(llmlab_config *cfg, const char *path, llmlab_err *err);
 

@@ -15,6 +15,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "config.h"
 #include "tokenizer_internal.h"
 
 #define TOK_MAX_FILE (1ull << 30)   /* a tokenizer.json larger than 1 GiB is not one */
@@ -30,16 +31,6 @@ char *tok_strndup(const char *s, size_t n) {
     return p;
 }
 
-static const char *type_name(const cJSON *v) {
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsArray(v)) return "an array";
-    if (cJSON_IsObject(v)) return "an object";
-    return "an invalid value";
-}
-
 llmlab_status tok_json_bool(const cJSON *obj, const char *key, int def, const char *what, const char *path,
                             int *out, llmlab_err *err) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
@@ -49,7 +40,7 @@ llmlab_status tok_json_bool(const cJSON *obj, const char *key, int def, const ch
     }
     if (!cJSON_IsBool(v))
         return llmlab_err_set(err, LLMLAB_EFORMAT, "%s: %s.%s must be a boolean, not %s", what, path, key,
-                              type_name(v));
+                              llmlab_json_type_name(v));
     *out = cJSON_IsTrue(v);
     return LLMLAB_OK;
 }
@@ -64,7 +55,7 @@ llmlab_status tok_json_str(const cJSON *obj, const char *key, int required, cons
     }
     if (!cJSON_IsString(v))
         return llmlab_err_set(err, LLMLAB_EFORMAT, "%s: %s.%s must be a string, not %s", what, path, key,
-                              type_name(v));
+                              llmlab_json_type_name(v));
     *out = v->valuestring;
     return LLMLAB_OK;
 }
@@ -73,7 +64,7 @@ llmlab_status tok_json_str(const cJSON *obj, const char *key, int required, cons
 static llmlab_status int_value(const cJSON *v, long long lo, long long hi, const char *what, const char *path,
                                long long *out, llmlab_err *err) {
     if (!cJSON_IsNumber(v))
-        return llmlab_err_set(err, LLMLAB_EFORMAT, "%s: %s must be an integer, not %s", what, path, type_name(v));
+        return llmlab_err_set(err, LLMLAB_EFORMAT, "%s: %s must be an integer, not %s", what, path, llmlab_json_type_name(v));
     double d = v->valuedouble;
     if (!isfinite(d) || d != floor(d) || d < (double)lo || d > (double)hi)
         return llmlab_err_set(err, LLMLAB_EFORMAT, "%s: %s = %g is not an integer in [%lld, %lld]", what, path, d,
@@ -148,7 +139,7 @@ llmlab_status tok_json_char(const cJSON *obj, const char *key, const char *def, 
 static llmlab_status load_vocab(struct tok_bpe_tok *m, const cJSON *vocab, llmlab_err *err) {
     if (!cJSON_IsObject(vocab))
         return llmlab_err_set(err, LLMLAB_EFORMAT, "%s: model.vocab must be an object, not %s", m->what,
-                              vocab ? type_name(vocab) : "missing");
+                              vocab ? llmlab_json_type_name(vocab) : "missing");
     int n = cJSON_GetArraySize(vocab);
     llmlab_status st = tok_strmap_init(&m->vocab, (size_t)n, err);
     for (int i = 0; i < 0x800; i++) m->small_ids[i] = -1;
@@ -208,7 +199,7 @@ static llmlab_status merge_parts(const struct tok_bpe_tok *m, const cJSON *e, in
     }
     return llmlab_err_set(err, LLMLAB_EFORMAT,
                           "%s: model.merges[%d] must be a \"left right\" string or a [left, right] pair, not %s",
-                          m->what, i, type_name(e));
+                          m->what, i, llmlab_json_type_name(e));
 }
 
 static llmlab_status token_of(const struct tok_bpe_tok *m, const char *s, size_t n, int i, int32_t *id,
@@ -224,7 +215,7 @@ static llmlab_status load_merges(struct tok_bpe_tok *m, const cJSON *merges, llm
     if (!merges || cJSON_IsNull(merges)) merges = NULL;
     else if (!cJSON_IsArray(merges))
         return llmlab_err_set(err, LLMLAB_EFORMAT, "%s: model.merges must be an array, not %s", m->what,
-                              type_name(merges));
+                              llmlab_json_type_name(merges));
     int n = merges ? cJSON_GetArraySize(merges) : 0;
     llmlab_status st = tok_pairmap_init(&m->merges, (size_t)n, err);
     tok_buf cat = {0};
@@ -284,7 +275,7 @@ static llmlab_status load_model(struct tok_bpe_tok *m, const cJSON *model, llmla
     if (!model || cJSON_IsNull(model))
         return llmlab_err_set(err, LLMLAB_EFORMAT, "%s: 'model' is missing", m->what);
     if (!cJSON_IsObject(model))
-        return llmlab_err_set(err, LLMLAB_EFORMAT, "%s: 'model' must be an object, not %s", m->what, type_name(model));
+        return llmlab_err_set(err, LLMLAB_EFORMAT, "%s: 'model' must be an object, not %s", m->what, llmlab_json_type_name(model));
     const char *type;
     llmlab_status st = tok_json_str(model, "type", 0, m->what, "model", &type, err);
     if (st != LLMLAB_OK) return st;
@@ -338,7 +329,7 @@ static llmlab_status parse_added(struct tok_bpe_tok *m, const cJSON *e, int i, l
     char p[64];
     snprintf(p, sizeof p, "added_tokens[%d]", i);
     if (!cJSON_IsObject(e))
-        return llmlab_err_set(err, LLMLAB_EFORMAT, "%s: %s must be an object, not %s", m->what, p, type_name(e));
+        return llmlab_err_set(err, LLMLAB_EFORMAT, "%s: %s must be an object, not %s", m->what, p, llmlab_json_type_name(e));
     const char *content;
     tok_added a = {0};
     llmlab_status st = tok_json_str(e, "content", 1, m->what, p, &content, err);
@@ -426,7 +417,7 @@ static llmlab_status index_added(struct tok_bpe_tok *m, llmlab_err *err) {
 static llmlab_status load_added(struct tok_bpe_tok *m, const cJSON *list, llmlab_err *err) {
     if (list && !cJSON_IsNull(list) && !cJSON_IsArray(list))
         return llmlab_err_set(err, LLMLAB_EFORMAT, "%s: added_tokens must be an array, not %s", m->what,
-                              type_name(list));
+                              llmlab_json_type_name(list));
     int n = cJSON_IsArray(list) ? cJSON_GetArraySize(list) : 0;
     m->added = calloc((size_t)n + 1, sizeof *m->added);
     if (!m->added) return llmlab_err_set(err, LLMLAB_ENOMEM, "%s: out of memory", m->what);

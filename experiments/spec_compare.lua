@@ -5,6 +5,7 @@
 --   llmlab run experiments/spec_compare.lua [--set out=results/spec_compare.h5]
 --     [--set reps=3 --set max_new=48 --set batch=1 --set dim=1024 --set layers=8]
 --     [--set medusa_heads=FILE]
+--   llmlab run experiments/spec_compare.lua --set zoo=models/zoo   # the trained zoo
 --
 -- Models (made here, seeded):
 --   target       a synthetic Llama (dim x layers, vocab 32000, f32)
@@ -15,6 +16,11 @@
 --   draft_rand   an unrelated 1-layer random model - almost never agrees
 -- Prompts: half random tokens, half repetitive (a phrase repeated with small
 -- changes), so n-gram methods have something to find.
+--
+-- With --set zoo=DIR the models are the trained zoo instead (models/zoo/README.md):
+-- target DIR/target, the draft DIR/draft, the target's trained Medusa heads, and
+-- `prompts` (default 8) held-out prompts of 64 ids cut from DIR/target/heldout_ids.u16
+-- (text the models never trained on) at evenly spaced offsets.
 --
 -- Speedup: each repetition runs every method once, in a rotating order
 -- (interleaved, so machine noise hits all methods alike); the table reports the
@@ -38,38 +44,73 @@ local function synth_once(dir, opts)
   return llmlab.synth(opts)
 end
 
-local target_dir = synth_once(root .. "/target", {vocab = 32000, dim = dim, layers = layers, heads = dim // 64,
-                                                   kv_heads = dim // 256, ffn = dim * 11 // 4, seed = 1})
-local trunc_dir = root .. "/draft_trunc"
-if not io.open(trunc_dir .. "/config.json") then llmlab.derive{src = target_dir, dir = trunc_dir, layers = 1, dtype = "bf16"} end
-local bf16_dir = root .. "/draft_bf16"
-if not io.open(bf16_dir .. "/config.json") then llmlab.derive{src = target_dir, dir = bf16_dir, dtype = "bf16"} end
-local rand_dir = synth_once(root .. "/draft_rand", {vocab = 32000, dim = 256, layers = 1, heads = 4, kv_heads = 1,
-                                                    ffn = 512, seed = 9})
-local target = llmlab.model{path = target_dir}
-
--- Fixed prompts: 4 random, 4 repetitive.
-local prompts, seed = {}, 12345
-local function rnd(n) seed = (seed * 1103515245 + 12345) % 2147483648 return seed % n end
-for i = 1, 8 do
-  local p, len = {}, 24 + 8 * i
-  for t = 1, len do
-    if i > 4 and t > 8 and rnd(10) ~= 0 then p[t] = p[t - 8] else p[t] = rnd(32000) end
+-- Zoo prompts: `n` held-out prompts of 64 ids at evenly spaced offsets.
+local function zoo_prompts(file, n)
+  local f = assert(io.open(file, "rb"))
+  local raw = f:read("a")
+  f:close()
+  local n_ids, len, out = #raw // 2, 64, {}
+  for i = 1, n do
+    local at = (i - 1) * ((n_ids - len) // n)
+    local p = {}
+    for t = 1, len do p[t] = string.unpack("<I2", raw, 2 * (at + t - 1) + 1) end
+    out[i] = p
   end
-  prompts[i] = p
+  return out
 end
+
+-- Synthetic prompts: 4 random, 4 repetitive.
+local function synthetic_prompts()
+  local out, seed = {}, 12345
+  local function rnd(n) seed = (seed * 1103515245 + 12345) % 2147483648 return seed % n end
+  for i = 1, 8 do
+    local p, len = {}, 24 + 8 * i
+    for t = 1, len do
+      if i > 4 and t > 8 and rnd(10) ~= 0 then p[t] = p[t - 8] else p[t] = rnd(32000) end
+    end
+    out[i] = p
+  end
+  return out
+end
+
+local target_dir, prompts, methods
+if A.zoo then
+  target_dir = A.zoo .. "/target"
+  local draft_dir, heads = A.zoo .. "/draft", A.zoo .. "/target/medusa_lm_head.safetensors"
+  prompts = zoo_prompts(target_dir .. "/heldout_ids.u16", A.prompts or 8)
+  methods = {
+    {"autoregressive", {"autoregressive"}},
+    {"spec draft k=2", {"speculative", draft = draft_dir, k = 2}, 2},
+    {"spec draft k=4", {"speculative", draft = draft_dir, k = 4}, 4},
+    {"spec draft adaptive", {"speculative", draft = draft_dir, k = 2, adaptive = true, k_max = 8}},
+    {"self exit=2 k=4", {"self_speculative", exit_layer = 2, k = 4}, 4},
+    {"medusa", {"medusa", heads = heads}},
+    {"medusa typical", {"medusa", heads = heads, acceptance = "typical"}},
+  }
+else
+  target_dir = synth_once(root .. "/target", {vocab = 32000, dim = dim, layers = layers, heads = dim // 64,
+                                               kv_heads = dim // 256, ffn = dim * 11 // 4, seed = 1})
+  local trunc_dir = root .. "/draft_trunc"
+  if not io.open(trunc_dir .. "/config.json") then llmlab.derive{src = target_dir, dir = trunc_dir, layers = 1, dtype = "bf16"} end
+  local bf16_dir = root .. "/draft_bf16"
+  if not io.open(bf16_dir .. "/config.json") then llmlab.derive{src = target_dir, dir = bf16_dir, dtype = "bf16"} end
+  local rand_dir = synth_once(root .. "/draft_rand", {vocab = 32000, dim = 256, layers = 1, heads = 4, kv_heads = 1,
+                                                      ffn = 512, seed = 9})
+  prompts = synthetic_prompts()
+  methods = {
+    {"autoregressive", {"autoregressive"}},
+    {"spec bf16 k=2", {"speculative", draft = bf16_dir, k = 2}, 2},
+    {"spec bf16 k=4", {"speculative", draft = bf16_dir, k = 4}, 4},
+    {"spec bf16 adaptive", {"speculative", draft = bf16_dir, k = 2, adaptive = true, k_max = 8}},
+    {"spec trunc k=2", {"speculative", draft = trunc_dir, k = 2}, 2},
+    {"spec random k=4", {"speculative", draft = rand_dir, k = 4}, 4},
+    {"self exit=2 k=4", {"self_speculative", exit_layer = 2, k = 4}, 4},
+    {"self skip k=4", {"self_speculative", skip = "2-" .. (layers - 2), k = 4}, 4},
+  }
+end
+local target = llmlab.model{path = target_dir}
 local w = llmlab.workload{prompts = prompts, max_new = max_new}
 
-local methods = {
-  {"autoregressive", {"autoregressive"}},
-  {"spec bf16 k=2", {"speculative", draft = bf16_dir, k = 2}, 2},
-  {"spec bf16 k=4", {"speculative", draft = bf16_dir, k = 4}, 4},
-  {"spec bf16 adaptive", {"speculative", draft = bf16_dir, k = 2, adaptive = true, k_max = 8}},
-  {"spec trunc k=2", {"speculative", draft = trunc_dir, k = 2}, 2},
-  {"spec random k=4", {"speculative", draft = rand_dir, k = 4}, 4},
-  {"self exit=2 k=4", {"self_speculative", exit_layer = 2, k = 4}, 4},
-  {"self skip k=4", {"self_speculative", skip = "2-" .. (layers - 2), k = 4}, 4},
-}
 local registered = {}
 for _, p in ipairs(llmlab.plugins()) do registered[p.name] = true end
 if registered.prompt_lookup then table.insert(methods, {"prompt_lookup", {"prompt_lookup"}}) end
@@ -78,7 +119,7 @@ if registered.lookahead then
 end
 -- Medusa needs heads for this target: `llmlab synth ... --medusa K` (random) or
 -- `llmlab train-medusa -m TARGET --out FILE`; pass --set medusa_heads=FILE.
-if A.medusa_heads then table.insert(methods, {"medusa", {"medusa", heads = A.medusa_heads}}) end
+if A.medusa_heads and not A.zoo then table.insert(methods, {"medusa", {"medusa", heads = A.medusa_heads}}) end
 
 local rf = llmlab.results(out)
 os.remove(out)
@@ -104,7 +145,7 @@ end
 
 local base = median(tps["autoregressive"])
 print(string.format("\ntarget %s: %d layers, dim %d; batch %d, %d prompts x %d new tokens, %d interleaved reps",
-                    target_dir, layers, dim, batch, #prompts, max_new, reps))
+                    target_dir, target.layers, target.dim, batch, #prompts, max_new, reps))
 print(string.format("%-22s %9s %9s %9s %8s %9s", "method", "accepted", "theory", "a", "tok/s", "speedup"))
 for _, m in ipairs(methods) do
   local s, a_str, th_str = stats[m[1]], "", ""

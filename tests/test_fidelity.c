@@ -21,6 +21,7 @@
 #include "core/results.h"
 #include "core/rng.h"
 #include "util/fixture_model.h"
+#include "util/one_forward.h"
 #include "util/proc.h"
 
 static llmlab_registry *g_reg;
@@ -103,25 +104,6 @@ static llmlab_engine_opts engine_opts(const char *attention, int token_budget) {
                                 .n_threads = 2, .kv_tokens = 1024, .max_seqs = 8, .token_budget = token_budget};
 }
 
-/* logits[len][vocab] of one causal forward over the whole text (a fresh context). */
-static float *one_forward(const int32_t *tok, int len) {
-    llmlab_ctx *ctx;
-    llmlab_err err = {0};
-    llmlab_ctx_opts co = {.n_threads = 3, .max_seqs = 1, .kv_tokens = 256, .max_batch = 128};
-    cr_assert_eq(llmlab_ctx_create(&ctx, g_fm.m, &co, &err), LLMLAB_OK, "%s", err.msg);
-    llmlab_batch *b = llmlab_batch_create(128);
-    for (int k = 0; k < len; k++) llmlab_batch_add(b, tok[k], 0, k, LLMLAB_TOK_LOGITS, -1);
-    const llmlab_outputs *out;
-    cr_assert_eq(llmlab_forward(ctx, b, &out, &err), LLMLAB_OK, "%s", err.msg);
-    size_t V = (size_t)g_fm.m->cfg.vocab_size;
-    cr_assert_eq(out->n_out, len);
-    float *rows = malloc((size_t)len * V * sizeof *rows);
-    memcpy(rows, out->logits, (size_t)len * V * sizeof *rows);
-    llmlab_batch_free(b);
-    llmlab_ctx_free(ctx);
-    return rows;
-}
-
 typedef struct {
     const texts *t;
     float *want[NT];    /* [len][vocab] one-forward logits per text */
@@ -168,7 +150,7 @@ Test(fidelity, forced_dense_logits_equal_one_forward_bit_for_bit) {
     check_ctx c = {.t = &t};
     llmlab_request reqs[NT];
     for (int i = 0; i < NT; i++) {
-        c.want[i] = one_forward(t.tok[i], t.len[i]);
+        c.want[i] = one_forward_logits(g_fm.m, t.tok[i], t.len[i]);
         c.next_pos[i] = t.prefix[i] - 1;
         /* max_new and sampling are ignored in forced mode */
         reqs[i] = (llmlab_request){.id = i, .prompt = t.tok[i], .prompt_len = t.len[i], .max_new = 0};
@@ -245,7 +227,7 @@ Test(fidelity, perplexity_is_exp_mean_nll_of_the_logits) {
     double sum = 0;
     int k = 0;
     for (int i = 0; i < NT; i++) {
-        float *x = one_forward(t.tok[i], t.len[i]);
+        float *x = one_forward_logits(g_fm.m, t.tok[i], t.len[i]);
         double text_sum = 0;
         for (int pos = t.prefix[i] - 1; pos <= t.len[i] - 2; pos++, k++) {
             double nll = nll_of(x + (size_t)pos * (size_t)V, V, t.tok[i][pos + 1]);

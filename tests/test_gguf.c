@@ -1,9 +1,9 @@
 /* test_gguf.c - the GGUF reader against files this test writes byte by byte.
  *
- * The writer here is independent of core/gguf.c (its own little-endian encoding
- * from the format description), so a misreading of the format on one side does
- * not cancel out on the other.  Values are fresh random every run (the seed is
- * printed on failure; LLMLAB_TEST_SEED repeats a run): every metadata type,
+ * The writer (tests/util/gguf_writer.c) is independent of core/gguf.c (its own
+ * little-endian encoding from the format description), so a misreading of the
+ * format on one side does not cancel out on the other.  Values are fresh random
+ * every run (the seed is printed; LLMLAB_TEST_SEED repeats a run): every metadata type,
  * nested arrays, strings with NUL bytes, a random alignment, F32/F16/Q8_0
  * tensors at shuffled aligned offsets.  Then one corrupt file per kind of damage,
  * each with the message fragment it must produce, and a truncation at every
@@ -13,87 +13,33 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "core/gguf.h"
+#include "core/rng.h"
+#include "util/fixture_model.h"
 #include "util/fsutil.h"
+#include "util/gguf_writer.h"
+#include "util/tmpdir.h"
 
 static char *dir;
-static uint64_t g_rng, g_seed;
+static llmlab_rng g_rng;
+static uint64_t g_seed;
 
 static void setup(void) {
-    dir = fsu_mkdtemp();
-    cr_assert_not_null(dir);
-    const char *s = getenv("LLMLAB_TEST_SEED");
-    g_seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
-    g_rng = g_seed;
+    dir = tmpdir_make();
+    g_seed = fixture_seed("gguf");
+    llmlab_rng_seed(&g_rng, g_seed, 0);
 }
 
-static void teardown(void) {
-    fsu_rmtree(dir);
-    free(dir);
-}
+static void teardown(void) { tmpdir_remove(dir); }
 
 TestSuite(gguf, .init = setup, .fini = teardown);
 
-static uint64_t rnd(void) { /* splitmix64 */
-    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+static uint64_t rnd(void) { return llmlab_rng_next(&g_rng); }
 
 static uint64_t rnd_below(uint64_t n) { return rnd() % n; }
 
-/* ---- an independent writer ------------------------------------------------------------ */
-
-typedef struct {
-    unsigned char *p; /* bytes written so far */
-    size_t n, cap;    /* used, allocated */
-} buf;
-
-static void put(buf *b, const void *d, size_t n) {
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-        cr_assert_not_null(b->p);
-    }
-    if (n) memcpy(b->p + b->n, d, n);
-    b->n += n;
-}
-
-static void put_le(buf *b, uint64_t v, int bytes) {
-    unsigned char t[8];
-    for (int i = 0; i < bytes; i++) t[i] = (unsigned char)(v >> (8 * i));
-    put(b, t, (size_t)bytes);
-}
-
-static void put_u32(buf *b, uint32_t v) { put_le(b, v, 4); }
-static void put_u64(buf *b, uint64_t v) { put_le(b, v, 8); }
-
-static void put_str(buf *b, const char *s, size_t len) {
-    put_u64(b, len);
-    put(b, s, len);
-}
-
-static void put_cstr(buf *b, const char *s) { put_str(b, s, strlen(s)); }
-
-static void pad_to(buf *b, size_t align) {
-    while (b->n % align) put_le(b, 0, 1);
-}
-
-static char *write_file(const char *name, const buf *b) {
-    char *p = fsu_join(dir, name);
-    FILE *f = fopen(p, "wb");
-    cr_assert_not_null(f);
-    cr_assert_eq(fwrite(b->p, 1, b->n, f), b->n);
-    cr_assert_eq(fclose(f), 0);
-    return p;
-}
-
 /* ---- random metadata values (a model of what was written) -------------------------------- */
-
-enum { T_U8, T_I8, T_U16, T_I16, T_U32, T_I32, T_F32, T_BOOL, T_STR, T_ARR, T_U64, T_I64, T_F64 };
 
 static const int scalar_bytes[] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
 
@@ -109,14 +55,14 @@ typedef struct tv {
 
 static uint64_t rnd_scalar_bits(uint32_t t) {
     uint64_t r = rnd();
-    if (t == T_BOOL) return r & 1;
-    if (t == T_F32) {
+    if (t == GW_BOOL) return r & 1;
+    if (t == GW_F32) {
         float f = (float)((double)(int64_t)r / 9.2e18 * pow(10, (int)rnd_below(20) - 10));
         uint32_t u;
         memcpy(&u, &f, 4);
         return u;
     }
-    if (t == T_F64) {
+    if (t == GW_F64) {
         double d = (double)(int64_t)r / 9.2e18 * pow(10, (int)rnd_below(200) - 100);
         uint64_t u;
         memcpy(&u, &d, 8);
@@ -129,15 +75,15 @@ static uint64_t rnd_scalar_bits(uint32_t t) {
 static void rnd_value(tv *v, uint32_t t, int depth) {
     memset(v, 0, sizeof *v);
     v->type = t;
-    if (t == T_STR) {
+    if (t == GW_STR) {
         v->len = rnd_below(4) ? rnd_below(40) : 0;
         v->s = malloc(v->len + 1);
         for (size_t i = 0; i < v->len; i++) v->s[i] = (char)(rnd_below(8) ? 32 + rnd_below(95) : rnd_below(256));
-    } else if (t == T_ARR) {
+    } else if (t == GW_ARR) {
         do v->elem = (uint32_t)rnd_below(13);
-        while (v->elem == T_ARR && depth >= 2);
+        while (v->elem == GW_ARR && depth >= 2);
         v->n = rnd_below(5) == 0 ? 0 : rnd_below(5) == 0 ? 300 + rnd_below(700) : 1 + rnd_below(12);
-        if (v->elem == T_ARR || v->elem == T_STR) v->n %= 40;
+        if (v->elem == GW_ARR || v->elem == GW_STR) v->n %= 40;
         if (depth > 0) v->n %= 8; /* keeps nested arrays small */
         v->kids = calloc(v->n ? v->n : 1, sizeof *v->kids);
         for (uint64_t i = 0; i < v->n; i++) rnd_value(&v->kids[i], v->elem, depth + 1);
@@ -153,18 +99,18 @@ static void free_tv(tv *v) {
 }
 
 /* The value's bytes without its type tag (arrays: element type, count, elements). */
-static void put_value(buf *b, const tv *v) {
-    if (v->type == T_STR) put_str(b, v->s, v->len);
-    else if (v->type == T_ARR) {
-        put_u32(b, v->elem);
-        put_u64(b, v->n);
+static void put_value(gw_buf *b, const tv *v) {
+    if (v->type == GW_STR) gw_put_str(b, v->s, v->len);
+    else if (v->type == GW_ARR) {
+        gw_put_u32(b, v->elem);
+        gw_put_u64(b, v->n);
         for (uint64_t i = 0; i < v->n; i++) put_value(b, &v->kids[i]);
-    } else put_le(b, v->bits, scalar_bytes[v->type]);
+    } else gw_put_le(b, v->bits, scalar_bytes[v->type]);
 }
 
 /* ---- checking what the reader returns ------------------------------------------------------ */
 
-static int is_signed(uint32_t t) { return t == T_I8 || t == T_I16 || t == T_I32 || t == T_I64; }
+static int is_signed(uint32_t t) { return t == GW_I8 || t == GW_I16 || t == GW_I32 || t == GW_I64; }
 
 static int64_t sign_extend(uint64_t bits, int bytes) {
     if (bytes == 8) return (int64_t)bits;
@@ -173,7 +119,7 @@ static int64_t sign_extend(uint64_t bits, int bytes) {
 }
 
 static double float_of(const tv *e) {
-    if (e->type == T_F32) {
+    if (e->type == GW_F32) {
         uint32_t u = (uint32_t)e->bits;
         float f;
         memcpy(&f, &u, 4);
@@ -187,10 +133,10 @@ static double float_of(const tv *e) {
 /* Expected reads of a scalar through the u64/i64/f64/bool accessors. */
 static void check_scalar(const tv *e, int ru, uint64_t u, int ri, int64_t i, int rf, double f, int rb, int b,
                          const char *where) {
-    if (e->type == T_BOOL) {
+    if (e->type == GW_BOOL) {
         cr_assert(ru && ri && rf && !rb, "%s: bool read as a number (seed %llu)", where, (unsigned long long)g_seed);
         cr_assert_eq((uint64_t)b, e->bits, "%s: bool %d want %llu", where, b, (unsigned long long)e->bits);
-    } else if (e->type == T_F32 || e->type == T_F64) {
+    } else if (e->type == GW_F32 || e->type == GW_F64) {
         cr_assert(ru && ri && !rf && rb, "%s: float conversions wrong", where);
         cr_assert(f == float_of(e), "%s: %.17g want %.17g (seed %llu)", where, f, float_of(e), (unsigned long long)g_seed);
     } else if (is_signed(e->type)) {
@@ -219,9 +165,9 @@ static void check_array(const llmlab_gguf_value *v, const tv *e, const char *whe
     for (uint64_t i = 0; i < e->n; i++) {
         const tv *k = &e->kids[i];
         snprintf(w, sizeof w, "%s[%llu]", where, (unsigned long long)i);
-        if (e->elem == T_ARR) {
+        if (e->elem == GW_ARR) {
             check_value(llmlab_gguf_arr_arr(v, i), k, w);
-        } else if (e->elem == T_STR) {
+        } else if (e->elem == GW_STR) {
             size_t len = 0;
             const char *s = llmlab_gguf_arr_str(v, i, &len);
             cr_assert(s && len == k->len && !memcmp(s, k->s, len) && s[len] == 0, "%s: string differs", w);
@@ -239,7 +185,7 @@ static void check_array(const llmlab_gguf_value *v, const tv *e, const char *whe
     uint64_t u;
     cr_assert_eq(llmlab_gguf_arr_u64(v, e->n, &u), -1, "%s: read past the end", where);
     cr_assert_null(llmlab_gguf_arr_str(v, e->n, NULL));
-    if (e->elem != T_STR && e->elem != T_ARR) {
+    if (e->elem != GW_STR && e->elem != GW_ARR) {
         const unsigned char *raw = llmlab_gguf_arr_data(v);
         cr_assert(raw || e->n == 0);
         for (uint64_t i = 0; i < e->n; i++) {
@@ -257,9 +203,9 @@ static void check_value(const llmlab_gguf_value *v, const tv *e, const char *whe
     cr_assert_not_null(v, "%s: no value", where);
     cr_assert_eq(llmlab_gguf_value_type(v), (llmlab_gguf_type)e->type, "%s: type %d want %u", where,
                  llmlab_gguf_value_type(v), e->type);
-    if (e->type == T_ARR) {
+    if (e->type == GW_ARR) {
         check_array(v, e, where);
-    } else if (e->type == T_STR) {
+    } else if (e->type == GW_STR) {
         size_t len = 0;
         const char *s = llmlab_gguf_value_str(v, &len);
         cr_assert(s && len == e->len && !memcmp(s, e->s, len) && s[len] == 0, "%s: string differs", where);
@@ -314,7 +260,7 @@ typedef struct {
     int n_t;                     /* tensors */
     tt ts[8];                    /* [n_t] in file order */
     uint64_t data_offset;        /* where the data section starts */
-    buf file;                    /* the whole file */
+    gw_buf file;                    /* the whole file */
 } rfile;
 
 static void build_random(rfile *f) {
@@ -347,35 +293,35 @@ static void build_random(rfile *f) {
         t->offset = off;
         off = (off + t->nbytes + a - 1) / a * a;
     }
-    buf *b = &f->file;
-    put(b, "GGUF", 4);
-    put_u32(b, f->version);
-    put_u64(b, (uint64_t)f->n_t);
-    put_u64(b, (uint64_t)f->n_kv + (f->alignment != 0));
+    gw_buf *b = &f->file;
+    gw_put(b, "GGUF", 4);
+    gw_put_u32(b, f->version);
+    gw_put_u64(b, (uint64_t)f->n_t);
+    gw_put_u64(b, (uint64_t)f->n_kv + (f->alignment != 0));
     for (int i = 0; i < f->n_kv; i++) {
         if (i == f->n_kv / 2 && f->alignment) {
-            put_cstr(b, "general.alignment");
-            put_u32(b, T_U32);
-            put_u32(b, f->alignment);
+            gw_put_cstr(b, "general.alignment");
+            gw_put_u32(b, GW_U32);
+            gw_put_u32(b, f->alignment);
         }
-        put_cstr(b, f->keys[i]);
-        put_u32(b, f->vals[i].type);
+        gw_put_cstr(b, f->keys[i]);
+        gw_put_u32(b, f->vals[i].type);
         put_value(b, &f->vals[i]);
     }
     for (int i = 0; i < f->n_t; i++) {
         tt *t = &f->ts[i];
-        put_cstr(b, t->name);
-        put_u32(b, (uint32_t)t->n_dims);
-        for (int d = 0; d < t->n_dims; d++) put_u64(b, t->ne[d]);
-        put_u32(b, t->type);
-        put_u64(b, t->offset);
+        gw_put_cstr(b, t->name);
+        gw_put_u32(b, (uint32_t)t->n_dims);
+        for (int d = 0; d < t->n_dims; d++) gw_put_u64(b, t->ne[d]);
+        gw_put_u32(b, t->type);
+        gw_put_u64(b, t->offset);
     }
-    pad_to(b, a);
+    gw_pad_to(b, a);
     f->data_offset = b->n;
     size_t end = b->n;
     for (int i = 0; i < f->n_t; i++)
         if (f->data_offset + f->ts[i].offset + f->ts[i].nbytes > end) end = f->data_offset + f->ts[i].offset + f->ts[i].nbytes;
-    while (b->n < end) put_le(b, 0xAA, 1); /* fill, then the tensors over it */
+    while (b->n < end) gw_put_le(b, 0xAA, 1); /* fill, then the tensors over it */
     for (int i = 0; i < f->n_t; i++) memcpy(b->p + f->data_offset + f->ts[i].offset, f->ts[i].data, f->ts[i].nbytes);
 }
 
@@ -389,7 +335,7 @@ Test(gguf, random_files_read_back_exactly) {
     for (int rep = 0; rep < 20; rep++) {
         rfile f;
         build_random(&f);
-        char *p = write_file("r.gguf", &f.file);
+        char *p = gw_write_file(dir, "r.gguf", &f.file);
         llmlab_gguf *g = NULL;
         llmlab_err e = {0};
         cr_assert_eq(llmlab_gguf_open(&g, p, &e), LLMLAB_OK, "%s (seed %llu)", e.msg, (unsigned long long)g_seed);
@@ -443,22 +389,22 @@ Test(gguf, random_files_read_back_exactly) {
 /* ---- typed getters ------------------------------------------------------------------------ */
 
 static char *getter_file(void) {
-    buf b = {0};
-    put(&b, "GGUF", 4);
-    put_u32(&b, 3);
-    put_u64(&b, 0);
-    put_u64(&b, 9);
-    put_cstr(&b, "a.u8"), put_u32(&b, T_U8), put_le(&b, 200, 1);
-    put_cstr(&b, "a.i8"), put_u32(&b, T_I8), put_le(&b, 0xFB, 1); /* -5 */
-    put_cstr(&b, "a.u64"), put_u32(&b, T_U64), put_u64(&b, 1ull << 40);
-    put_cstr(&b, "a.i64"), put_u32(&b, T_I64), put_u64(&b, (uint64_t)-3);
-    put_cstr(&b, "a.f64"), put_u32(&b, T_F64), put_u64(&b, 0x4009200000000000ull); /* 3.140625 */
-    put_cstr(&b, "a.big"), put_u32(&b, T_F64), put_u64(&b, 0x7FEFFFFFFFFFFFFFull); /* DBL_MAX */
-    put_cstr(&b, "a.b"), put_u32(&b, T_BOOL), put_le(&b, 1, 1);
-    put_cstr(&b, "a.s"), put_u32(&b, T_STR), put_cstr(&b, "llama");
-    put_cstr(&b, "a.arr"), put_u32(&b, T_ARR), put_u32(&b, T_I32), put_u64(&b, 2), put_u32(&b, 7),
-        put_u32(&b, 0xFFFFFFFF);
-    char *p = write_file("getters.gguf", &b);
+    gw_buf b = {0};
+    gw_put(&b, "GGUF", 4);
+    gw_put_u32(&b, 3);
+    gw_put_u64(&b, 0);
+    gw_put_u64(&b, 9);
+    gw_put_cstr(&b, "a.u8"), gw_put_u32(&b, GW_U8), gw_put_le(&b, 200, 1);
+    gw_put_cstr(&b, "a.i8"), gw_put_u32(&b, GW_I8), gw_put_le(&b, 0xFB, 1); /* -5 */
+    gw_put_cstr(&b, "a.u64"), gw_put_u32(&b, GW_U64), gw_put_u64(&b, 1ull << 40);
+    gw_put_cstr(&b, "a.i64"), gw_put_u32(&b, GW_I64), gw_put_u64(&b, (uint64_t)-3);
+    gw_put_cstr(&b, "a.f64"), gw_put_u32(&b, GW_F64), gw_put_u64(&b, 0x4009200000000000ull); /* 3.140625 */
+    gw_put_cstr(&b, "a.big"), gw_put_u32(&b, GW_F64), gw_put_u64(&b, 0x7FEFFFFFFFFFFFFFull); /* DBL_MAX */
+    gw_put_cstr(&b, "a.b"), gw_put_u32(&b, GW_BOOL), gw_put_le(&b, 1, 1);
+    gw_put_cstr(&b, "a.s"), gw_put_u32(&b, GW_STR), gw_put_cstr(&b, "llama");
+    gw_put_cstr(&b, "a.arr"), gw_put_u32(&b, GW_ARR), gw_put_u32(&b, GW_I32), gw_put_u64(&b, 2), gw_put_u32(&b, 7),
+        gw_put_u32(&b, 0xFFFFFFFF);
+    char *p = gw_write_file(dir, "getters.gguf", &b);
     free(b.p);
     return p;
 }
@@ -560,60 +506,60 @@ typedef enum {
 /* Metadata: general.architecture, general.alignment = 32, a token array, a bool;
  * tensors "a" F32 [4, 2] at 0 and "b" Q8_0 [32] at 32: the file ends with b's last
  * byte, so every shorter prefix lacks something. */
-static buf small_file(mutation m) {
-    buf b = {0};
-    put(&b, m == M_MAGIC ? "GGUX" : "GGUF", 4);
-    put_u32(&b, m == M_VERSION1 ? 1 : m == M_VERSION4 ? 4 : m == M_BIGENDIAN ? 0x03000000u : 3);
-    put_u64(&b, m == M_TENSOR_COUNT ? 1ull << 40 : 2);
-    put_u64(&b, m == M_KV_COUNT ? 1ull << 62 : 4 + (m == M_DEEP));
-    put_cstr(&b, m == M_EMPTY_KEY ? "" : "general.architecture");
-    put_u32(&b, m == M_VALUE_TYPE ? 13 : T_STR);
-    if (m == M_STR_LEN) put_u64(&b, 1ull << 33);
-    else put_cstr(&b, "llama");
-    put_cstr(&b, "general.alignment");
-    put_u32(&b, m == M_ALIGN_TYPE ? T_U64 : T_U32);
-    if (m == M_ALIGN_TYPE) put_u64(&b, 32);
-    else put_u32(&b, m == M_ALIGN_POW2 ? 48 : 32);
-    if (m == M_KEY_LEN) put_u64(&b, 5000000000ull);
-    else if (m == M_NUL_KEY) put_str(&b, "tok\0ens", 7);
-    else put_cstr(&b, "tokenizer.ggml.tokens");
-    put_u32(&b, T_ARR);
-    put_u32(&b, m == M_ELEM_TYPE ? 99 : T_STR);
-    put_u64(&b, m == M_ARRAY_COUNT ? 4000000000ull : 3);
-    put_cstr(&b, "<s>");
-    put_cstr(&b, "a");
-    put_cstr(&b, "b");
-    put_cstr(&b, m == M_DUP_KEY ? "general.architecture" : "tokenizer.ggml.add_bos_token");
-    put_u32(&b, T_BOOL);
-    put_le(&b, m == M_BAD_BOOL ? 2 : 1, 1);
+static gw_buf small_file(mutation m) {
+    gw_buf b = {0};
+    gw_put(&b, m == M_MAGIC ? "GGUX" : "GGUF", 4);
+    gw_put_u32(&b, m == M_VERSION1 ? 1 : m == M_VERSION4 ? 4 : m == M_BIGENDIAN ? 0x03000000u : 3);
+    gw_put_u64(&b, m == M_TENSOR_COUNT ? 1ull << 40 : 2);
+    gw_put_u64(&b, m == M_KV_COUNT ? 1ull << 62 : 4 + (m == M_DEEP));
+    gw_put_cstr(&b, m == M_EMPTY_KEY ? "" : "general.architecture");
+    gw_put_u32(&b, m == M_VALUE_TYPE ? 13 : GW_STR);
+    if (m == M_STR_LEN) gw_put_u64(&b, 1ull << 33);
+    else gw_put_cstr(&b, "llama");
+    gw_put_cstr(&b, "general.alignment");
+    gw_put_u32(&b, m == M_ALIGN_TYPE ? GW_U64 : GW_U32);
+    if (m == M_ALIGN_TYPE) gw_put_u64(&b, 32);
+    else gw_put_u32(&b, m == M_ALIGN_POW2 ? 48 : 32);
+    if (m == M_KEY_LEN) gw_put_u64(&b, 5000000000ull);
+    else if (m == M_NUL_KEY) gw_put_str(&b, "tok\0ens", 7);
+    else gw_put_cstr(&b, "tokenizer.ggml.tokens");
+    gw_put_u32(&b, GW_ARR);
+    gw_put_u32(&b, m == M_ELEM_TYPE ? 99 : GW_STR);
+    gw_put_u64(&b, m == M_ARRAY_COUNT ? 4000000000ull : 3);
+    gw_put_cstr(&b, "<s>");
+    gw_put_cstr(&b, "a");
+    gw_put_cstr(&b, "b");
+    gw_put_cstr(&b, m == M_DUP_KEY ? "general.architecture" : "tokenizer.ggml.add_bos_token");
+    gw_put_u32(&b, GW_BOOL);
+    gw_put_le(&b, m == M_BAD_BOOL ? 2 : 1, 1);
     if (m == M_DEEP) { /* 9 levels of arrays of arrays */
-        put_cstr(&b, "x.deep");
-        put_u32(&b, T_ARR);
-        for (int i = 0; i < 9; i++) put_u32(&b, T_ARR), put_u64(&b, 1);
-        put_u32(&b, T_U8), put_u64(&b, 0);
+        gw_put_cstr(&b, "x.deep");
+        gw_put_u32(&b, GW_ARR);
+        for (int i = 0; i < 9; i++) gw_put_u32(&b, GW_ARR), gw_put_u64(&b, 1);
+        gw_put_u32(&b, GW_U8), gw_put_u64(&b, 0);
     }
     /* tensor a */
-    put_cstr(&b, "a");
-    put_u32(&b, m == M_DIMS ? 5 : 2);
-    put_u64(&b, 4);
-    put_u64(&b, 2);
-    if (m == M_DIMS) put_u64(&b, 1), put_u64(&b, 1), put_u64(&b, 1);
-    put_u32(&b, 0);
-    put_u64(&b, 0);
+    gw_put_cstr(&b, "a");
+    gw_put_u32(&b, m == M_DIMS ? 5 : 2);
+    gw_put_u64(&b, 4);
+    gw_put_u64(&b, 2);
+    if (m == M_DIMS) gw_put_u64(&b, 1), gw_put_u64(&b, 1), gw_put_u64(&b, 1);
+    gw_put_u32(&b, 0);
+    gw_put_u64(&b, 0);
     /* tensor b */
-    put_cstr(&b, m == M_DUP_TENSOR ? "a" : "b");
-    put_u32(&b, 1);
-    put_u64(&b, m == M_BLOCK ? 33 : 32);
-    put_u32(&b, m == M_UNKNOWN_TYPE ? 77 : 8);
-    put_u64(&b, m == M_OFFSET_PAST ? 64 : m == M_UNALIGNED ? 36 : m == M_OVERLAP ? 0 : 32);
-    pad_to(&b, 32);
-    for (int i = 0; i < 32 + 34; i++) put_le(&b, (uint64_t)rnd(), 1);
+    gw_put_cstr(&b, m == M_DUP_TENSOR ? "a" : "b");
+    gw_put_u32(&b, 1);
+    gw_put_u64(&b, m == M_BLOCK ? 33 : 32);
+    gw_put_u32(&b, m == M_UNKNOWN_TYPE ? 77 : 8);
+    gw_put_u64(&b, m == M_OFFSET_PAST ? 64 : m == M_UNALIGNED ? 36 : m == M_OVERLAP ? 0 : 32);
+    gw_pad_to(&b, 32);
+    for (int i = 0; i < 32 + 34; i++) gw_put_le(&b, (uint64_t)rnd(), 1);
     return b;
 }
 
 Test(gguf, small_file_is_valid) {
-    buf b = small_file(M_NONE);
-    char *p = write_file("small.gguf", &b);
+    gw_buf b = small_file(M_NONE);
+    char *p = gw_write_file(dir, "small.gguf", &b);
     llmlab_gguf *g = NULL;
     llmlab_err e = {0};
     cr_assert_eq(llmlab_gguf_open(&g, p, &e), LLMLAB_OK, "%s", e.msg);
@@ -629,10 +575,10 @@ Test(gguf, small_file_is_valid) {
 /* Opens the mutated small file; expects code and a message with the file name
  * and each of up to two fragments. */
 static void expect_bad(mutation m, llmlab_status code, const char *n1, const char *n2) {
-    buf b = small_file(m);
+    gw_buf b = small_file(m);
     char name[32];
     snprintf(name, sizeof name, "bad%d.gguf", (int)m);
-    char *p = write_file(name, &b);
+    char *p = gw_write_file(dir, name, &b);
     llmlab_gguf *g = (llmlab_gguf *)p; /* must be reset to NULL */
     llmlab_err e = {0};
     llmlab_status s = llmlab_gguf_open(&g, p, &e);
@@ -684,8 +630,8 @@ Test(gguf, corrupt_tensors) {
 }
 
 Test(gguf, unknown_tensor_type_fails_only_when_used) {
-    buf b = small_file(M_UNKNOWN_TYPE);
-    char *p = write_file("unk.gguf", &b);
+    gw_buf b = small_file(M_UNKNOWN_TYPE);
+    char *p = gw_write_file(dir, "unk.gguf", &b);
     llmlab_gguf *g = NULL;
     llmlab_err e = {0};
     cr_assert_eq(llmlab_gguf_open(&g, p, &e), LLMLAB_OK, "%s", e.msg);
@@ -704,7 +650,7 @@ Test(gguf, unknown_tensor_type_fails_only_when_used) {
 }
 
 Test(gguf, every_truncation_fails_cleanly) {
-    buf b = small_file(M_NONE);
+    gw_buf b = small_file(M_NONE);
     char *p = fsu_join(dir, "cut.gguf");
     for (size_t n = 0; n < b.n; n++) {
         cr_assert_eq(fsu_write(p, b.p, n), 0);
@@ -717,7 +663,7 @@ Test(gguf, every_truncation_fails_cleanly) {
     }
     /* And random single-byte damage never crashes (any status is fine). */
     for (int rep = 0; rep < 300; rep++) {
-        buf c = small_file(M_NONE);
+        gw_buf c = small_file(M_NONE);
         c.p[rnd_below(c.n)] = (unsigned char)rnd();
         cr_assert_eq(fsu_write(p, c.p, c.n), 0);
         llmlab_gguf *g = NULL;

@@ -2,9 +2,10 @@
  *
  * Each fixture tokenizer.json (made by the Hugging Face `tokenizers` library,
  * tools/make_tokenizer_fixtures.py) is rewritten here as the GGUF file
- * llama.cpp's converter would make of it, byte by byte with this test's own
- * writer; llmlab_tokenizer_load_gguf must then reproduce every case the library
- * recorded: ids, ids with special tokens, and both decodes.  For the
+ * llama.cpp's converter would make of it, byte by byte with the test writer
+ * (tests/util/gguf_writer.c, independent of the reader); then
+ * llmlab_tokenizer_load_gguf must reproduce every case the library recorded:
+ * ids, ids with special tokens, and both decodes.  For the
  * SentencePiece fixture the file carries scores and no merges, so the merges are
  * rebuilt from the vocabulary.  The key order, version and alignment of the
  * written files change every run.  Then the errors (unsupported model, unknown
@@ -13,72 +14,39 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cjson/cJSON.h>
 
+#include "core/rng.h"
 #include "core/tokenizer.h"
+#include "util/fixture_model.h"
 #include "util/fsutil.h"
+#include "util/gguf_writer.h"
 #include "util/proc.h"
+#include "util/tmpdir.h"
+#include "util/tok_cases.h"
 
 static char *dir;
-static uint64_t g_rng, g_seed;
+static llmlab_rng g_rng;
+static uint64_t g_seed;
 
 static void setup(void) {
-    dir = fsu_mkdtemp();
-    cr_assert_not_null(dir);
-    const char *s = getenv("LLMLAB_TEST_SEED");
-    g_seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
-    g_rng = g_seed;
+    dir = tmpdir_make();
+    g_seed = fixture_seed("gguf_vocab");
+    llmlab_rng_seed(&g_rng, g_seed, 0);
 }
 
-static void teardown(void) {
-    fsu_rmtree(dir);
-    free(dir);
-}
+static void teardown(void) { tmpdir_remove(dir); }
 
 TestSuite(gguf_vocab, .init = setup, .fini = teardown, .timeout = 300);
 
-static uint64_t rnd(void) { /* splitmix64 */
-    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+static uint64_t rnd(void) { return llmlab_rng_next(&g_rng); }
 
-/* ---- an independent GGUF writer --------------------------------------------------------- */
-
-typedef struct {
-    unsigned char *p; /* bytes written so far */
-    size_t n, cap;    /* used, allocated */
-} buf;
-
-static void put(buf *b, const void *d, size_t n) {
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-        cr_assert_not_null(b->p);
-    }
-    if (n) memcpy(b->p + b->n, d, n);
-    b->n += n;
-}
-
-static void put_le(buf *b, uint64_t v, int bytes) {
-    unsigned char t[8];
-    for (int i = 0; i < bytes; i++) t[i] = (unsigned char)(v >> (8 * i));
-    put(b, t, (size_t)bytes);
-}
-
-static void put_str(buf *b, const char *s) {
-    put_le(b, strlen(s), 8);
-    put(b, s, strlen(s));
-}
-
-enum { T_U32 = 4, T_I32 = 5, T_F32 = 6, T_BOOL = 7, T_STR = 8, T_ARR = 9 };
+/* ---- metadata pairs, encoded with tests/util/gguf_writer.c ------------------------------ */
 
 /* One metadata pair, already encoded (type tag + value) after its key. */
 typedef struct {
-    buf kv; /* key, type tag and value, as they go into the file */
+    gw_buf kv; /* key, type tag and value, as they go into the file */
 } entry;
 
 typedef struct {
@@ -86,23 +54,23 @@ typedef struct {
     int n;       /* pairs used */
 } kvlist;
 
-static buf *new_kv(kvlist *l, const char *key, uint32_t type) {
+static gw_buf *new_kv(kvlist *l, const char *key, uint32_t type) {
     cr_assert_lt(l->n, 32);
-    buf *b = &l->e[l->n++].kv;
+    gw_buf *b = &l->e[l->n++].kv;
     memset(b, 0, sizeof *b);
-    put_str(b, key);
-    put_le(b, type, 4);
+    gw_put_cstr(b, key);
+    gw_put_le(b, type, 4);
     return b;
 }
 
-static void kv_str(kvlist *l, const char *key, const char *v) { put_str(new_kv(l, key, T_STR), v); }
-static void kv_u32(kvlist *l, const char *key, uint32_t v) { put_le(new_kv(l, key, T_U32), v, 4); }
-static void kv_bool(kvlist *l, const char *key, int v) { put_le(new_kv(l, key, T_BOOL), (uint64_t)v, 1); }
+static void kv_str(kvlist *l, const char *key, const char *v) { gw_put_cstr(new_kv(l, key, GW_STR), v); }
+static void kv_u32(kvlist *l, const char *key, uint32_t v) { gw_put_le(new_kv(l, key, GW_U32), v, 4); }
+static void kv_bool(kvlist *l, const char *key, int v) { gw_put_le(new_kv(l, key, GW_BOOL), (uint64_t)v, 1); }
 
-static buf *kv_array(kvlist *l, const char *key, uint32_t elem, uint64_t n) {
-    buf *b = new_kv(l, key, T_ARR);
-    put_le(b, elem, 4);
-    put_le(b, n, 8);
+static gw_buf *kv_array(kvlist *l, const char *key, uint32_t elem, uint64_t n) {
+    gw_buf *b = new_kv(l, key, GW_ARR);
+    gw_put_le(b, elem, 4);
+    gw_put_le(b, n, 8);
     return b;
 }
 
@@ -114,21 +82,17 @@ static char *write_gguf(const char *name, kvlist *l) {
         l->e[i] = l->e[j];
         l->e[j] = t;
     }
-    buf b = {0};
-    put(&b, "GGUF", 4);
-    put_le(&b, rnd() % 2 ? 3 : 2, 4);
-    put_le(&b, 0, 8);
-    put_le(&b, (uint64_t)l->n, 8);
+    gw_buf b = {0};
+    gw_put(&b, "GGUF", 4);
+    gw_put_le(&b, rnd() % 2 ? 3 : 2, 4);
+    gw_put_le(&b, 0, 8);
+    gw_put_le(&b, (uint64_t)l->n, 8);
     for (int i = 0; i < l->n; i++) {
-        put(&b, l->e[i].kv.p, l->e[i].kv.n);
+        gw_put(&b, l->e[i].kv.p, l->e[i].kv.n);
         free(l->e[i].kv.p);
     }
     l->n = 0;
-    char *p = fsu_join(dir, name);
-    FILE *f = fopen(p, "wb");
-    cr_assert_not_null(f);
-    cr_assert_eq(fwrite(b.p, 1, b.n, f), b.n);
-    fclose(f);
+    char *p = gw_write_file(dir, name, &b);
     free(b.p);
     return p;
 }
@@ -206,31 +170,31 @@ static void free_fixture(fixture *f) {
 }
 
 static void kv_tokens(kvlist *l, const fixture *f) {
-    buf *b = kv_array(l, "tokenizer.ggml.tokens", T_STR, (uint64_t)f->n);
-    for (int i = 0; i < f->n; i++) put_str(b, f->tok[i]);
-    b = kv_array(l, "tokenizer.ggml.token_type", T_I32, (uint64_t)f->n);
-    for (int i = 0; i < f->n; i++) put_le(b, (uint64_t)f->type[i], 4);
+    gw_buf *b = kv_array(l, "tokenizer.ggml.tokens", GW_STR, (uint64_t)f->n);
+    for (int i = 0; i < f->n; i++) gw_put_cstr(b, f->tok[i]);
+    b = kv_array(l, "tokenizer.ggml.token_type", GW_I32, (uint64_t)f->n);
+    for (int i = 0; i < f->n; i++) gw_put_le(b, (uint64_t)f->type[i], 4);
 }
 
 static void kv_merges(kvlist *l, const fixture *f) {
     const cJSON *m = cJSON_GetObjectItem(cJSON_GetObjectItem(f->root, "model"), "merges"), *it;
-    buf *b = kv_array(l, "tokenizer.ggml.merges", T_STR, (uint64_t)cJSON_GetArraySize(m));
+    gw_buf *b = kv_array(l, "tokenizer.ggml.merges", GW_STR, (uint64_t)cJSON_GetArraySize(m));
     cJSON_ArrayForEach(it, m) {
         char s[512];
         if (cJSON_IsString(it)) snprintf(s, sizeof s, "%s", it->valuestring);
         else snprintf(s, sizeof s, "%s %s", cJSON_GetArrayItem(it, 0)->valuestring, cJSON_GetArrayItem(it, 1)->valuestring);
-        put_str(b, s);
+        gw_put_cstr(b, s);
     }
 }
 
 /* Scores as a SentencePiece model has them: -id for normal tokens, 0 otherwise. */
 static void kv_scores(kvlist *l, const fixture *f) {
-    buf *b = kv_array(l, "tokenizer.ggml.scores", T_F32, (uint64_t)f->n);
+    gw_buf *b = kv_array(l, "tokenizer.ggml.scores", GW_F32, (uint64_t)f->n);
     for (int i = 0; i < f->n; i++) {
         float s = f->type[i] == 1 ? (float)-i : 0.0f;
         uint32_t u;
         memcpy(&u, &s, 4);
-        put_le(b, u, 4);
+        gw_put_le(b, u, 4);
     }
 }
 
@@ -258,47 +222,6 @@ static char *fixture_gguf(const char *name, const char *pre, fixture *f) {
 }
 
 /* ---- the cases ------------------------------------------------------------------------------- */
-
-/* Decodes the JSON string value of "key" in a cases.jsonl line (bytes, NULs kept). */
-static char *json_field(const char *line, const char *key, size_t *len) {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\": \"", key);
-    const char *p = strstr(line, pat);
-    cr_assert_not_null(p, "no %s in %s", key, line);
-    p += strlen(pat);
-    char *out = malloc(strlen(p) + 1);
-    size_t n = 0;
-    while (*p != '"') {
-        if (*p != '\\') {
-            out[n++] = *p++;
-            continue;
-        }
-        char e = p[1];
-        p += 2;
-        if (e != 'u') {
-            out[n++] = e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e == 'b' ? '\b' : e == 'f' ? '\f' : e;
-            continue;
-        }
-        unsigned cp = (unsigned)strtoul((char[5]){p[0], p[1], p[2], p[3], 0}, NULL, 16);
-        p += 4;
-        if (cp >= 0xD800 && cp < 0xDC00 && p[0] == '\\' && p[1] == 'u') { /* surrogate pair */
-            unsigned lo = (unsigned)strtoul((char[5]){p[2], p[3], p[4], p[5], 0}, NULL, 16);
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            p += 6;
-        }
-        if (cp < 0x80) out[n++] = (char)cp;
-        else if (cp < 0x800) out[n++] = (char)(0xC0 | cp >> 6), out[n++] = (char)(0x80 | (cp & 0x3F));
-        else if (cp < 0x10000)
-            out[n++] = (char)(0xE0 | cp >> 12), out[n++] = (char)(0x80 | ((cp >> 6) & 0x3F)),
-            out[n++] = (char)(0x80 | (cp & 0x3F));
-        else
-            out[n++] = (char)(0xF0 | cp >> 18), out[n++] = (char)(0x80 | ((cp >> 12) & 0x3F)),
-            out[n++] = (char)(0x80 | ((cp >> 6) & 0x3F)), out[n++] = (char)(0x80 | (cp & 0x3F));
-    }
-    out[n] = 0;
-    *len = n;
-    return out;
-}
 
 static void expect_ids(const cJSON *want, const int32_t *got, int n, const char *what, int line) {
     int ok = cJSON_GetArraySize(want) == n;
@@ -328,38 +251,26 @@ static void expect_decode(const llmlab_tokenizer *t, const cJSON *ids, int skip,
 
 /* Every case of the fixture through the GGUF tokenizer. */
 static void check_cases(const char *name, const llmlab_tokenizer *t) {
-    size_t size;
-    char *all = fsu_read(fixture_path(name, "cases.jsonl"), &size);
-    cr_assert_not_null(all);
-    int line = 0;
-    for (char *s = all, *nl; *s; s = nl + 1, line++) {
-        nl = strchr(s, '\n');
-        cr_assert_not_null(nl);
-        *nl = 0;
-        cJSON *c = cJSON_Parse(s);
-        cr_assert_not_null(c);
-        size_t tl, dl, sl;
-        char *text = json_field(s, "text", &tl), *dec = json_field(s, "decoded", &dl),
-             *skip = json_field(s, "decoded_skip", &sl);
+    tok_cases cs;
+    tok_cases_load(&cs, name);
+    for (int i = 0; i < cs.n; i++) {
+        const tok_case *c = &cs.v[i];
         for (int special = 0; special < 2; special++) {
             int32_t *ids = NULL;
             int n = 0;
             llmlab_err e = {0};
-            cr_assert_eq(llmlab_tokenizer_encode(t, text, tl, special, &ids, &n, &e), LLMLAB_OK, "case %d: %s", line,
-                         e.msg);
-            expect_ids(cJSON_GetObjectItem(c, special ? "ids_special" : "ids"), ids, n,
-                       special ? "ids_special" : "ids", line);
+            cr_assert_eq(llmlab_tokenizer_encode(t, c->text, c->text_len, special, &ids, &n, &e), LLMLAB_OK,
+                         "case %d: %s", c->line, e.msg);
+            expect_ids(cJSON_GetObjectItem(c->json, special ? "ids_special" : "ids"), ids, n,
+                       special ? "ids_special" : "ids", c->line);
             free(ids);
         }
-        expect_decode(t, cJSON_GetObjectItem(c, "ids_special"), 0, dec, dl, line);
-        expect_decode(t, cJSON_GetObjectItem(c, "ids_special"), 1, skip, sl, line);
-        free(text);
-        free(dec);
-        free(skip);
-        cJSON_Delete(c);
+        const cJSON *ids = cJSON_GetObjectItem(c->json, "ids_special");
+        expect_decode(t, ids, 0, c->decoded, c->decoded_len, c->line);
+        expect_decode(t, ids, 1, c->decoded_skip, c->decoded_skip_len, c->line);
     }
-    cr_assert_gt(line, 40, "%s: only %d cases", name, line);
-    free(all);
+    cr_assert_gt(cs.n, 40, "%s: only %d cases", name, cs.n);
+    tok_cases_free(&cs);
 }
 
 static void run_fixture(const char *name, const char *pre, const char *kind) {
@@ -397,18 +308,18 @@ static char *tiny_gguf(err_case c) {
     kv_str(&l, "tokenizer.ggml.pre", c == E_PRE ? "falcon-9" : "default");
     const char *toks[] = {"a", "b", "ab", c == E_DUP ? "a" : "<|s|>"};
     if (c != E_NO_TOKENS) {
-        buf *b = kv_array(&l, "tokenizer.ggml.tokens", T_STR, 4);
-        for (int i = 0; i < 4; i++) put_str(b, toks[i]);
+        gw_buf *b = kv_array(&l, "tokenizer.ggml.tokens", GW_STR, 4);
+        for (int i = 0; i < 4; i++) gw_put_cstr(b, toks[i]);
     }
     int nt = c == E_TYPES ? 3 : 4;
-    buf *b = kv_array(&l, "tokenizer.ggml.token_type", T_I32, (uint64_t)nt);
-    for (int i = 0; i < nt; i++) put_le(b, i == 3 ? 3 : c == E_TYPE9 ? 9 : 1, 4);
+    gw_buf *b = kv_array(&l, "tokenizer.ggml.token_type", GW_I32, (uint64_t)nt);
+    for (int i = 0; i < nt; i++) gw_put_le(b, i == 3 ? 3 : c == E_TYPE9 ? 9 : 1, 4);
     if (c == E_SCORES) {
-        b = kv_array(&l, "tokenizer.ggml.scores", T_F32, 5);
-        for (int i = 0; i < 5; i++) put_le(b, 0, 4);
+        b = kv_array(&l, "tokenizer.ggml.scores", GW_F32, 5);
+        for (int i = 0; i < 5; i++) gw_put_le(b, 0, 4);
     }
-    b = kv_array(&l, "tokenizer.ggml.merges", T_STR, 1);
-    put_str(b, c == E_MERGE ? "a c" : c == E_MERGE_FORM ? "ab" : "a b");
+    b = kv_array(&l, "tokenizer.ggml.merges", GW_STR, 1);
+    gw_put_cstr(b, c == E_MERGE ? "a c" : c == E_MERGE_FORM ? "ab" : "a b");
     if (c != E_BOS_MISSING) kv_u32(&l, "tokenizer.ggml.bos_token_id", c == E_BOS ? 4 : 3);
     kv_bool(&l, "tokenizer.ggml.add_bos_token", 1);
     return write_gguf("tiny.gguf", &l);
@@ -457,12 +368,12 @@ Test(gguf_vocab, tokenize_command_reads_gguf_and_json) {
     fixture f;
     char *p = fixture_gguf("bytelevel_llama3", "llama-bpe", &f);
     /* The "Hello world" case of the fixture. */
-    size_t size;
-    char *all = fsu_read(fixture_path("bytelevel_llama3", "cases.jsonl"), &size);
-    char *line = strstr(all, "{\"text\": \"Hello world\"");
-    cr_assert_not_null(line);
-    *strchr(line, '\n') = 0;
-    cJSON *c = cJSON_Parse(line);
+    tok_cases cs;
+    tok_cases_load(&cs, "bytelevel_llama3");
+    const cJSON *c = NULL;
+    for (int i = 0; i < cs.n && !c; i++)
+        if (cs.v[i].text_len == 11 && !memcmp(cs.v[i].text, "Hello world", 11)) c = cs.v[i].json;
+    cr_assert_not_null(c);
     char want[256] = "", want_sp[256] = "";
     const cJSON *it;
     cJSON_ArrayForEach(it, cJSON_GetObjectItem(c, "ids")) snprintf(want + strlen(want), sizeof want - strlen(want),
@@ -507,8 +418,7 @@ Test(gguf_vocab, tokenize_command_reads_gguf_and_json) {
     cr_assert_eq(proc_run(cmd, out, sizeof out, err, sizeof err), 2, "%s", err);
     snprintf(cmd, sizeof cmd, "%s tokenize -p x", LLMLAB_BIN);
     cr_assert_eq(proc_run(cmd, out, sizeof out, err, sizeof err), 2, "%s", err);
-    cJSON_Delete(c);
-    free(all);
+    tok_cases_free(&cs);
     free_fixture(&f);
     free(p);
 }

@@ -20,6 +20,7 @@
 #include "core/rng.h"
 #include "core/tokenizer.h"
 #include "util/fixture_model.h"
+#include "util/one_forward.h"
 
 static llmlab_registry *g_reg;
 static fixture_model g_fm;
@@ -62,25 +63,6 @@ static llmlab_ppl_result *measure(llmlab_engine *e, const int32_t *tok, int n, i
     return r;
 }
 
-/* logits[len][vocab] of one causal forward over tok[len] from an empty cache. */
-static float *one_forward(const int32_t *tok, int len) {
-    llmlab_ctx *ctx;
-    llmlab_err err = {0};
-    llmlab_ctx_opts co = {.n_threads = 3, .max_seqs = 1, .kv_tokens = 256, .max_batch = 128};
-    cr_assert_eq(llmlab_ctx_create(&ctx, g_fm.m, &co, &err), LLMLAB_OK, "%s", err.msg);
-    llmlab_batch *b = llmlab_batch_create(128);
-    for (int k = 0; k < len; k++) llmlab_batch_add(b, tok[k], 0, k, LLMLAB_TOK_LOGITS, -1);
-    const llmlab_outputs *out;
-    cr_assert_eq(llmlab_forward(ctx, b, &out, &err), LLMLAB_OK, "%s", err.msg);
-    cr_assert_eq(out->n_out, len);
-    size_t V = (size_t)g_fm.m->cfg.vocab_size;
-    float *rows = malloc((size_t)len * V * sizeof *rows);
-    memcpy(rows, out->logits, (size_t)len * V * sizeof *rows);
-    llmlab_batch_free(b);
-    llmlab_ctx_free(ctx);
-    return rows;
-}
-
 /* -log softmax(x)[t] in double, as documented in perplexity.h. */
 static double ref_nll(const float *x, int V, int t) {
     double mx = x[0], sum = 0;
@@ -99,7 +81,7 @@ static int reference(const int32_t *tok, int n, int ctx, int stride, double *nll
         int trg = end - prev_end; /* HF: the last trg tokens are targets; the first token has no prediction */
         int first = end - trg > begin + 1 ? end - trg : begin + 1;
         if (first < end) {
-            float *logits = one_forward(tok + begin, end - begin);
+            float *logits = one_forward_logits(g_fm.m, tok + begin, end - begin);
             for (int p = first; p < end; p++) {
                 nll[p] = ref_nll(logits + (size_t)(p - begin - 1) * (size_t)V, V, tok[p]);
                 win[p] = w;

@@ -20,18 +20,13 @@
 
 #include "core/results.h"
 #include "util/fsutil.h"
+#include "util/tmpdir.h"
 
 static char *dir;
 
-static void setup(void) {
-    dir = fsu_mkdtemp();
-    cr_assert(dir, "mkdtemp failed");
-}
+static void setup(void) { dir = tmpdir_make(); }
 
-static void teardown(void) {
-    fsu_rmtree(dir);
-    free(dir);
-}
+static void teardown(void) { tmpdir_remove(dir); }
 
 TestSuite(results, .init = setup, .fini = teardown);
 

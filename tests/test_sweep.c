@@ -19,18 +19,13 @@
 #include "util/fixture_model.h"
 #include "util/fsutil.h"
 #include "util/proc.h"
+#include "util/tmpdir.h"
 
 static char *dir;
 static char out[1 << 16], err[1 << 16];
 
-static void setup(void) {
-    dir = fsu_mkdtemp();
-    cr_assert(dir, "mkdtemp failed");
-}
-static void teardown(void) {
-    fsu_rmtree(dir);
-    free(dir);
-}
+static void setup(void) { dir = tmpdir_make(); }
+static void teardown(void) { tmpdir_remove(dir); }
 TestSuite(sweep, .init = setup, .fini = teardown, .timeout = 300);
 
 /* Runs `cd dir && llmlab ARGS` and returns its exit status. */

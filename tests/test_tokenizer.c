@@ -20,6 +20,7 @@
 #include "core/tokenizer.h"
 #include "util/fixture_model.h"
 #include "util/fsutil.h"
+#include "util/tok_cases.h"
 
 #define TOK_DIR LLMLAB_TEST_DATA "/tokenizers"
 
@@ -89,58 +90,12 @@ static llmlab_tokenizer *load_variant(const char *name, const char *key, const c
     return t;
 }
 
-/* Decodes the JSON string value of "key" in a line of cases.jsonl into exact
- * bytes (cJSON would stop at an escaped NUL).  Returns malloc'd bytes. */
-static char *json_field(const char *line, const char *key, size_t *len) {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\": \"", key);
-    const char *p = strstr(line, pat);
-    cr_assert(p, "no %s in %s", key, line);
-    p += strlen(pat);
-    char *out = malloc(strlen(p) + 1);
-    size_t n = 0;
-    while (*p && *p != '"') {
-        if (*p != '\\') {
-            out[n++] = *p++;
-            continue;
-        }
-        p++;
-        char c = *p++;
-        if (c == 'n') out[n++] = '\n';
-        else if (c == 't') out[n++] = '\t';
-        else if (c == 'r') out[n++] = '\r';
-        else if (c == 'b') out[n++] = '\b';
-        else if (c == 'f') out[n++] = '\f';
-        else if (c != 'u') out[n++] = c;
-        else {
-            unsigned cp;
-            sscanf(p, "%4x", &cp);
-            p += 4;
-            if (cp >= 0xD800 && cp < 0xDC00 && p[0] == '\\' && p[1] == 'u') {
-                unsigned lo;
-                sscanf(p + 2, "%4x", &lo);
-                p += 6;
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            }
-            if (cp < 0x80) out[n++] = (char)cp;
-            else if (cp < 0x800) {
-                out[n++] = (char)(0xC0 | (cp >> 6));
-                out[n++] = (char)(0x80 | (cp & 0x3F));
-            } else if (cp < 0x10000) {
-                out[n++] = (char)(0xE0 | (cp >> 12));
-                out[n++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                out[n++] = (char)(0x80 | (cp & 0x3F));
-            } else {
-                out[n++] = (char)(0xF0 | (cp >> 18));
-                out[n++] = (char)(0x80 | ((cp >> 12) & 0x3F));
-                out[n++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                out[n++] = (char)(0x80 | (cp & 0x3F));
-            }
-        }
-    }
-    out[n] = 0;
-    *len = n;
-    return out;
+/* A fresh seed (printed; LLMLAB_TEST_SEED replays it), returned, and stream
+ * `stream` of it in *r. */
+static uint64_t seeded_rng(llmlab_rng *r, const char *test_name, uint64_t stream) {
+    uint64_t seed = fixture_seed(test_name);
+    llmlab_rng_seed(r, seed, stream);
+    return seed;
 }
 
 /* Hex of a byte string, for failure messages (static buffer). */
@@ -245,42 +200,31 @@ static void check_fixture(const char *name) {
     const char *kind = llmlab_tokenizer_kind(t);
     if (strncmp(name, "bytelevel", 9) == 0) cr_assert_str_eq(kind, "bpe-bytelevel", "%s", name);
     if (strncmp(name, "sp_", 3) == 0) cr_assert_str_eq(kind, "bpe-sentencepiece", "%s", name);
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s/cases.jsonl", TOK_DIR, name);
-    char *text = fsu_read(path, NULL);
-    cr_assert(text, "cannot read %s", path);
-    int line = 0;
-    char *save = NULL;
-    for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
-        line++;
-        cJSON *c = cJSON_Parse(l);
-        cr_assert(c, "%s line %d is not JSON", name, line);
-        size_t sn, dn, kn;
-        char *s = json_field(l, "text", &sn), *dec = json_field(l, "decoded", &dn);
-        char *skip = json_field(l, "decoded_skip", &kn);
+    tok_cases cs;
+    tok_cases_load(&cs, name);
+    for (int i = 0; i < cs.n; i++) {
+        const tok_case *c = &cs.v[i];
+        int line = c->line;
         for (int sp = 0; sp < 2; sp++) {
             int32_t *ids;
             int n;
             llmlab_err e = {0};
-            cr_assert_eq(llmlab_tokenizer_encode(t, s, sn, sp, &ids, &n, &e), LLMLAB_OK, "%s", e.msg);
-            expect_ids(cJSON_GetObjectItem(c, sp ? "ids_special" : "ids"), ids, n, name, line);
+            cr_assert_eq(llmlab_tokenizer_encode(t, c->text, c->text_len, sp, &ids, &n, &e), LLMLAB_OK, "%s", e.msg);
+            expect_ids(cJSON_GetObjectItem(c->json, sp ? "ids_special" : "ids"), ids, n, name, line);
             if (sp) {
-                expect_decode(t, ids, n, 0, dec, dn, name, line);
-                expect_decode(t, ids, n, 1, skip, kn, name, line);
+                expect_decode(t, ids, n, 0, c->decoded, c->decoded_len, name, line);
+                expect_decode(t, ids, n, 1, c->decoded_skip, c->decoded_skip_len, name, line);
                 size_t len;
                 char *st = stream(t, ids, n, 0, &len);
-                cr_assert(len == dn && memcmp(st, dec, dn) == 0, "%s line %d: streamed %s", name, line, hex(st, len));
+                cr_assert(len == c->decoded_len && memcmp(st, c->decoded, len) == 0, "%s line %d: streamed %s", name,
+                          line, hex(st, len));
                 free(st);
             }
             free(ids);
         }
-        free(s);
-        free(dec);
-        free(skip);
-        cJSON_Delete(c);
     }
-    cr_assert_gt(line, 20, "%s: only %d cases", name, line);
-    free(text);
+    cr_assert_gt(cs.n, 20, "%s: only %d cases", name, cs.n);
+    tok_cases_free(&cs);
     llmlab_tokenizer_free(t);
 }
 
@@ -326,24 +270,6 @@ Test(tokenizer, facts) {
 
 /* ---- random text --------------------------------------------------------------------- */
 
-/* Appends the UTF-8 of c to buf at *n. */
-static void put_cp(char *buf, size_t *n, uint32_t c) {
-    if (c < 0x80) buf[(*n)++] = (char)c;
-    else if (c < 0x800) {
-        buf[(*n)++] = (char)(0xC0 | (c >> 6));
-        buf[(*n)++] = (char)(0x80 | (c & 0x3F));
-    } else if (c < 0x10000) {
-        buf[(*n)++] = (char)(0xE0 | (c >> 12));
-        buf[(*n)++] = (char)(0x80 | ((c >> 6) & 0x3F));
-        buf[(*n)++] = (char)(0x80 | (c & 0x3F));
-    } else {
-        buf[(*n)++] = (char)(0xF0 | (c >> 18));
-        buf[(*n)++] = (char)(0x80 | ((c >> 12) & 0x3F));
-        buf[(*n)++] = (char)(0x80 | ((c >> 6) & 0x3F));
-        buf[(*n)++] = (char)(0x80 | (c & 0x3F));
-    }
-}
-
 static uint32_t pick(llmlab_rng *r, uint32_t n) { return (uint32_t)(llmlab_rng_next(r) % n); }
 
 /* Random valid UTF-8 (cap bytes of room): ASCII words, whitespace runs, every
@@ -379,7 +305,7 @@ static size_t random_utf8(llmlab_rng *r, char *buf, size_t cap, const char *cons
             continue;
         }
         if (c >= 0xD800 && c < 0xE000) c = 0xE000 + (c & 0xFF); /* no surrogates */
-        put_cp(buf, &n, c);
+        tok_put_utf8(buf, &n, c);
     }
     return n;
 }
@@ -444,9 +370,8 @@ static void projection(const llmlab_tokenizer *t, const char *s, size_t n, const
 }
 
 Test(tokenizer, bytelevel_round_trips_random_text_and_bytes) {
-    uint64_t seed = fixture_seed("tokenizer_roundtrip");
     llmlab_rng r;
-    llmlab_rng_seed(&r, seed, 0);
+    uint64_t seed = seeded_rng(&r, "tokenizer_roundtrip", 0);
     char **dirs;
     int nd = fixture_dirs(&dirs), tested = 0;
     char buf[8192];
@@ -530,9 +455,8 @@ static const char *const decoder_variants[] = {
 };
 
 Test(tokenizer, streaming_equals_one_shot_decode) {
-    uint64_t seed = fixture_seed("tokenizer_stream");
     llmlab_rng r;
-    llmlab_rng_seed(&r, seed, 1);
+    uint64_t seed = seeded_rng(&r, "tokenizer_stream", 1);
     char **dirs;
     int nd = fixture_dirs(&dirs);
     for (int i = 0; i < nd; i++) {
@@ -602,9 +526,8 @@ static void *enc_thread(void *arg) {
 }
 
 Test(tokenizer, one_tokenizer_many_threads) {
-    uint64_t seed = fixture_seed("tokenizer_threads");
     llmlab_rng r;
-    llmlab_rng_seed(&r, seed, 2);
+    seeded_rng(&r, "tokenizer_threads", 2);
     llmlab_tokenizer *t = load_fixture("bytelevel_llama3");
     static char text[200000];
     size_t len = 0;
@@ -757,9 +680,8 @@ Test(tokenizer, missing_unk_token_fails_when_needed) {
 /* ---- the byte fallback ------------------------------------------------------------------- */
 
 Test(tokenizer, byte_fallback_round_trip) {
-    uint64_t seed = fixture_seed("tokenizer_bytes");
     llmlab_rng r;
-    llmlab_rng_seed(&r, seed, 3);
+    uint64_t seed = seeded_rng(&r, "tokenizer_bytes", 3);
     char *dir = fsu_mkdtemp();
     llmlab_tokenizer *t;
     llmlab_err e = {0};
