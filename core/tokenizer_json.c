@@ -506,12 +506,36 @@ static llmlab_status read_file(const char *path, char **buf, size_t *len, llmlab
     return LLMLAB_OK;
 }
 
+/* Byte offset of the first JSON escape \u0000 in text[len], or len when there is
+ * none.  An escape is a 'u' after an odd run of backslashes (an even run is
+ * escaped backslashes followed by plain text). */
+static size_t find_nul_escape(const char *text, size_t len) {
+    for (size_t i = 0; i + 6 <= len; i++) {
+        if (memcmp(text + i, "\\u0000", 6) != 0) continue;
+        size_t run = 1;
+        while (run <= i && text[i - run] == '\\') run++;
+        if (run % 2 == 1) return i; /* run counts this backslash plus those before it */
+    }
+    return len;
+}
+
 llmlab_status llmlab_tokenizer_load_json(llmlab_tokenizer **out, const char *path, llmlab_err *err) {
     *out = NULL;
     char *buf = NULL;
     size_t len = 0;
     llmlab_status st = read_file(path, &buf, &len, err);
     if (st != LLMLAB_OK) return st;
+    /* cJSON strings end at NUL, so a token holding U+0000 would silently become
+     * a shorter token (and encode differently from Hugging Face's library):
+     * refuse such files rather than load them wrong. */
+    size_t nul = find_nul_escape(buf ? buf : "", len);
+    if (nul < len) {
+        free(buf);
+        return llmlab_err_set(err, LLMLAB_EUNSUPPORTED,
+                              "%s: a string holds U+0000 (\\u0000 at byte %zu), which llmlab's tokenizer cannot "
+                              "represent",
+                              path, nul);
+    }
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(buf ? buf : "", len, &end, 0);
     if (!root) {

@@ -617,6 +617,11 @@ Test(tokenizer, malformed_files_name_the_problem) {
     ERR("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":-3},\"merges\":[]}}", LLMLAB_EFORMAT, "model.vocab['a']");
     ERR("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":1.5},\"merges\":[]}}", LLMLAB_EFORMAT, "model.vocab['a']");
     ERR(MODEL("\"merges\":[],\"dropout\":0.1"), LLMLAB_EUNSUPPORTED, "dropout");
+    /* a token holding U+0000 cannot be represented: refused, not loaded as a shorter token */
+    ERR("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\\u0000b\":0},\"merges\":[]}}", LLMLAB_EUNSUPPORTED, "U+0000");
+    /* an escaped backslash followed by the text u0000 is an ordinary token */
+    ERR("{\"model\":{\"type\":\"BPE\",\"vocab\":{\"\\\\u0000\":0},\"merges\":[\"x y\"]}}", LLMLAB_EFORMAT,
+        "model.merges[0]");
 }
 
 Test(tokenizer, malformed_pipeline_stages_name_the_problem) {

@@ -42,8 +42,10 @@ boundary, the splits of one token ordered by (left id, right id).  Control and b
 tokens are never merge results.  So a GGUF file written from these vocabularies must
 encode exactly like the tokenizer.json.
 
-Corpus: the Python standard library's .py sources (sorted, first CORPUS_BYTES bytes)
-plus Debian's license texts; its size and SHA-256 go to VERSIONS.txt.  Other Python
+Corpus: Debian's python3.11 standard library .py sources (/usr/lib/python3.11,
+sorted, first CORPUS_BYTES bytes; not the running interpreter's own library, which
+may live under a user's home and would put that path into the vocabulary) plus
+Debian's license texts; its size and SHA-256 go to VERSIONS.txt.  Other Python
 or library versions may train differently: regenerate and commit all files together.
 
     python3 tools/make_tokenizer_fixtures.py [--out DIR] [--merges N]
@@ -52,7 +54,6 @@ import argparse
 import hashlib
 import json
 import os
-import sysconfig
 
 import tokenizers
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -96,7 +97,7 @@ HARD_STRINGS = [
 
 
 def gather_corpus():
-    stdlib = sysconfig.get_paths()["stdlib"]
+    stdlib = "/usr/lib/python3.11"
     files = []
     for root, dirs, names in os.walk(stdlib):
         dirs[:] = sorted(d for d in dirs if d not in ("site-packages", "test", "tests", "idlelib", "__pycache__"))
@@ -110,6 +111,7 @@ def gather_corpus():
             break
         with open(f, "rb") as fh:
             data = fh.read().decode("utf-8", "replace")
+        data = data.replace("\x00", "")  # a literal U+0000 token: llmlab refuses such vocabularies
         text.append(data)
         used += len(data.encode("utf-8"))
     # A little non-Latin text so the tokenizers have merges beyond ASCII.
