@@ -8,6 +8,9 @@ const char *llmlab_dtype_name(llmlab_dtype t) {
     case LLMLAB_DTYPE_F32: return "f32";
     case LLMLAB_DTYPE_F16: return "f16";
     case LLMLAB_DTYPE_BF16: return "bf16";
+    case LLMLAB_DTYPE_Q8_0: return "q8_0";
+    case LLMLAB_DTYPE_Q4_0: return "q4_0";
+    case LLMLAB_DTYPE_Q4_K: return "q4_k";
     }
     return "?";
 }

@@ -12,8 +12,27 @@
 
 #include "llmlab/llmlab.h"
 
+/* Bytes per element of the plain types (f32, f16, bf16); 0 for block formats
+ * (llmlab_dtype_row_bytes covers both). */
 static inline size_t llmlab_dtype_size(llmlab_dtype t) {
-    return t == LLMLAB_DTYPE_F32 ? 4 : 2;
+    return t == LLMLAB_DTYPE_F32 ? 4 : t == LLMLAB_DTYPE_F16 || t == LLMLAB_DTYPE_BF16 ? 2 : 0;
+}
+
+/* Weights per block (1 for plain types) and bytes per block. */
+static inline int64_t llmlab_dtype_block(llmlab_dtype t) {
+    return t == LLMLAB_DTYPE_Q8_0 || t == LLMLAB_DTYPE_Q4_0 ? 32 : t == LLMLAB_DTYPE_Q4_K ? 256 : 1;
+}
+static inline size_t llmlab_dtype_block_bytes(llmlab_dtype t) {
+    switch (t) {
+    case LLMLAB_DTYPE_Q8_0: return 34;
+    case LLMLAB_DTYPE_Q4_0: return 18;
+    case LLMLAB_DTYPE_Q4_K: return 144;
+    default: return llmlab_dtype_size(t);
+    }
+}
+/* Bytes of a row of `cols` elements (cols a multiple of the block). */
+static inline size_t llmlab_dtype_row_bytes(llmlab_dtype t, int64_t cols) {
+    return (size_t)(cols / llmlab_dtype_block(t)) * llmlab_dtype_block_bytes(t);
 }
 
 const char *llmlab_dtype_name(llmlab_dtype t); /* "f32", "f16", "bf16" */

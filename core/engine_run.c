@@ -169,7 +169,7 @@ static void build_view(llmlab_engine *e, llmlab_seq *seqs, int n, llmlab_sched_r
     }
     llmlab_kv *kv = llmlab_ctx_kv(e->ctx);
     *view = (llmlab_sched_view){sizeof *view, now, n, v, kv->n_free, kv->o.n_blocks, kv->o.block_size,
-                                e->token_budget, e->max_seqs, decode_width(e)};
+                                e->token_budget, e->max_seqs, decode_width(e), .preempt_mode = 1};
 }
 
 static llmlab_status seq_begin(llmlab_engine *e, llmlab_seq *s, llmlab_err *err) {

@@ -41,7 +41,17 @@ const char *llmlab_status_name(llmlab_status s);
 typedef enum {
     LLMLAB_DTYPE_F32 = 0,
     LLMLAB_DTYPE_F16 = 1,
-    LLMLAB_DTYPE_BF16 = 2
+    LLMLAB_DTYPE_BF16 = 2,
+    /* llama.cpp's block formats as stored in GGUF files (a row is whole blocks):
+     * Q8_0: 32 weights = f16 d + int8 q[32], w = d * q (34 bytes);
+     * Q4_0: 32 weights = f16 d + 16 bytes of nibbles (weight i < 16 in the low
+     *       nibble of byte i, weight i >= 16 in the high nibble of byte i - 16),
+     *       w = d * (q - 8) (18 bytes);
+     * Q4_K: 256 weights = f16 d, f16 dmin, 12 bytes of 6-bit sub-block scales and
+     *       mins, 128 bytes of nibbles (144 bytes). */
+    LLMLAB_DTYPE_Q8_0 = 3,
+    LLMLAB_DTYPE_Q4_0 = 4,
+    LLMLAB_DTYPE_Q4_K = 5
 } llmlab_dtype;
 
 #ifdef __cplusplus

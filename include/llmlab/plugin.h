@@ -1,4 +1,4 @@
-/* plugin.h - the llmlab plugin ABI (version 1.2).
+/* plugin.h - the llmlab plugin ABI (version 1.3).
  *
  * A plugin is a shared object exporting one function, llmlab_plugin_entry (see
  * LLMLAB_PLUGIN_ENTRY_SYMBOL).  The host calls it with its ABI version and its
@@ -35,7 +35,7 @@ extern "C" {
 #endif
 
 #define LLMLAB_ABI_MAJOR 1
-#define LLMLAB_ABI_MINOR 2
+#define LLMLAB_ABI_MINOR 3
 #define LLMLAB_PLUGIN_ENTRY_SYMBOL "llmlab_plugin_entry"
 
 /* ---- opaque handles ------------------------------------------------------------ */
@@ -168,6 +168,46 @@ typedef struct {
     int sinks;
     int score;              /* LLMLAB_SCORE_* */
 } llmlab_evict_rule;
+
+/* ---- quantization (ABI 1.3) ------------------------------------------------------ */
+
+/* A weight matrix handed to a quant plugin: [rows][cols] row-major in dtype
+ * (f32/f16/bf16, or a GGUF block format; host weight_rows reads any of them). */
+typedef struct {
+    uint32_t size;
+    const char *name;        /* e.g. "model.layers.0.mlp.up_proj.weight" */
+    llmlab_dtype dtype;
+    const void *data;
+    int64_t rows, cols;
+} llmlab_weight;
+
+/* KV-cache storage formats.  A quant plugin chosen as an engine's KV format
+ * (Lua kv_quant=) describes its storage with engine_set_kv_format in create; the
+ * KV cache then stores and the attention kernel reads that format (the plugin
+ * declares, the kernel executes, as with attention patterns).  Integer formats:
+ *   values: per token, one scale (and zero when asymmetric) per `group` channels
+ *           of a head;
+ *   keys:   per token like values, or, with key_per_channel (KIVI), one scale
+ *           (and zero) per channel over the tokens of one KV block (block_size
+ *           tokens: KIVI's group G);
+ *   residual: the newest `residual` positions of a sequence stay in f32 (KIVI's
+ *           full-precision window R) and are quantized as they age out. */
+typedef enum {
+    LLMLAB_KV_F32 = 0,
+    LLMLAB_KV_F16 = 1,
+    LLMLAB_KV_BF16 = 2,
+    LLMLAB_KV_INT8 = 3,
+    LLMLAB_KV_INT4 = 4
+} llmlab_kv_dtype;
+
+typedef struct {
+    uint32_t size;           /* sizeof(llmlab_kv_format) */
+    int dtype;               /* llmlab_kv_dtype */
+    int group;               /* channels per scale for per-token rows; 0 = head_dim */
+    int key_per_channel;     /* 1: keys per channel over a block's tokens (KIVI) */
+    int asymmetric;          /* 1: scale and zero point (min), else symmetric */
+    int residual;            /* newest positions kept in f32; 0 = none */
+} llmlab_kv_format;
 
 typedef struct llmlab_host {
     uint32_t size;       /* sizeof(llmlab_host) of the host */
@@ -302,6 +342,26 @@ typedef struct llmlab_host {
     llmlab_status (*seq_set_evict_rule)(llmlab_seq *s, const llmlab_evict_rule *rule, llmlab_err *err);
     /* Applies s's rule now: every lane keeps its `capacity` best slots (prompt end). */
     llmlab_status (*seq_kv_enforce)(llmlab_seq *s, llmlab_err *err);
+
+    /* ---- ABI 1.3: quantization ---------------------------------------------------- */
+
+    /* Rows [row0, row0 + n) of w as f32 into out[n][cols], whatever w's dtype
+     * (f32, f16, bf16 or a GGUF block format). */
+    void (*weight_rows)(const llmlab_weight *w, int64_t row0, int64_t n, float *out);
+    /* Calibration (call in create): before packing, the engine runs n_tokens tokens
+     * through the unquantized model and keeps the input rows of every weight.
+     * source: "generate" (text sampled from the model itself with `seed`),
+     * "random" (uniform token ids from `seed`), or a file: a text file encoded with
+     * the model's tokenizer, or whitespace-separated token ids when its name ends
+     * in ".ids".  The stream is cut into sequences of at most the model's context. */
+    llmlab_status (*engine_want_calibration)(llmlab_engine *e, const char *source, int n_tokens,
+                                             uint64_t seed, llmlab_err *err);
+    /* The inputs x[*rows][cols] weight `name` saw during calibration (q/k/v share
+     * theirs, as do gate/up); NULL without calibration.  Valid during pack(). */
+    const float *(*calibration_inputs)(const llmlab_engine *e, const char *name, int64_t *rows);
+    /* The KV-cache storage this plugin stands for (call in create; see
+     * llmlab_kv_format).  Only a plugin chosen as the engine's kv_quant may call it. */
+    llmlab_status (*engine_set_kv_format)(llmlab_engine *e, const llmlab_kv_format *f, llmlab_err *err);
 } llmlab_host;
 
 /* ---- the four kinds' operation tables ----------------------------------------- */
@@ -353,27 +413,27 @@ typedef struct {
     llmlab_status (*after_step)(void *self, llmlab_seq *s, llmlab_err *err);
 } llmlab_attention_ops;
 
-/* A weight matrix handed to a quant plugin: [rows][cols] row-major in dtype. */
-typedef struct {
-    uint32_t size;
-    const char *name;        /* e.g. "model.layers.0.mlp.up_proj.weight" */
-    llmlab_dtype dtype;
-    const void *data;
-    int64_t rows, cols;
-} llmlab_weight;
-
 typedef struct {
     uint32_t size;
     llmlab_plugin_create_fn create;
     llmlab_plugin_destroy_fn destroy;
     /* Packs w into the plugin's format; *packed is freed by unpack.  *bits is the
-     * storage per weight, scales included. */
+     * storage per weight, scales included.  NULL for a plugin that is only a KV
+     * format (it calls engine_set_kv_format in create). */
     llmlab_status (*pack)(void *self, const llmlab_weight *w, void **packed, double *bits,
                           llmlab_err *err);
     void (*unpack)(void *self, void *packed);
     /* y[M][rows] = x[M][cols] W^T with the packed W; must be batch invariant. */
     void (*matmul)(void *self, const void *packed, float *y, const float *x, int M,
                    llmlab_threadpool *pool);
+    /* ---- ABI 1.3 (optional: NULL or a smaller size means absent) ---- */
+    /* The weight the packed form stands for, rows [row0, row0 + n) as f32 into
+     * out[n][cols] (weight error per layer; any scaling the format folds into
+     * matmul is applied, so out * x == matmul's result up to rounding). */
+    void (*dequant)(void *self, const void *packed, int64_t row0, int64_t n, float *out);
+    /* Bytes the packed weight keeps resident (scales included; 0 when it only
+     * borrows the loaded tensor). */
+    size_t (*packed_bytes)(void *self, const void *packed);
 } llmlab_quant_ops;
 
 /* What a scheduler sees of one request. */
@@ -381,7 +441,8 @@ typedef enum {
     LLMLAB_REQ_WAITING = 0,  /* arrived, not admitted (or preempted) */
     LLMLAB_REQ_RUNNING = 1,  /* admitted: has KV */
     LLMLAB_REQ_FINISHED = 2,
-    LLMLAB_REQ_FUTURE = 3    /* not yet arrived */
+    LLMLAB_REQ_FUTURE = 3,   /* not yet arrived */
+    LLMLAB_REQ_SWAPPED = 4   /* ABI 1.3: preempted by swap; its KV blocks wait in host memory */
 } llmlab_req_state;
 
 typedef struct {
@@ -407,6 +468,17 @@ typedef struct {
     /* ABI 1.1: tokens one decoding sequence may forward in a step (drafts, trees);
      * charge this against token_budget for every request in decode. */
     int decode_tokens;
+    /* ---- ABI 1.3 ---- */
+    /* Since 1.3, reqs holds only requests that have arrived and not finished
+     * (WAITING, RUNNING, SWAPPED), in arrival order, so an iteration costs what is
+     * live, not the whole workload; keep state across iterations by reqs[i].id.
+     * (Plugins built against 1.0-1.2 still get every request.) */
+    int watermark_blocks;          /* blocks admissions must leave free (vLLM's watermark) */
+    int swap_blocks_free, swap_blocks_total; /* host swap space in KV blocks; 0 total = no swap */
+    const int *blocks_held;        /* [n_reqs] KV blocks a request holds (on device, or in swap) */
+    const int *predicted_out;      /* [n_reqs] output length the engine predicts (its estimator,
+                                      or the true length under an oracle workload) */
+    int preempt_mode;              /* engine default: 1 recompute, 2 swap */
 } llmlab_sched_view;
 
 typedef struct {
@@ -414,7 +486,9 @@ typedef struct {
     int *run_tokens;   /* [n_reqs] tokens to run this iteration (0 = not scheduled);
                           a running request in decode runs 1 (its decoding plugin may
                           add up to view->decode_tokens - 1 drafts) */
-    uint8_t *preempt;  /* [n_reqs] 1 = free its KV and recompute later */
+    uint8_t *preempt;  /* [n_reqs] 1 = free its KV and recompute later;
+                          2 (ABI 1.3) = swap its KV to host memory; a SWAPPED request
+                          given run_tokens > 0 is swapped back in first */
 } llmlab_sched_plan;
 
 typedef struct {
@@ -423,6 +497,11 @@ typedef struct {
     llmlab_plugin_destroy_fn destroy;
     llmlab_status (*schedule)(void *self, const llmlab_sched_view *v, llmlab_sched_plan *plan,
                               llmlab_err *err);
+    /* ---- ABI 1.3 (optional) ---- */
+    /* The engine ran out of KV blocks while carrying out a plan and must preempt a
+     * running request: return its index in v->reqs (a RUNNING one), or -1 for the
+     * engine's default (lowest priority, then latest arrival, as vLLM does). */
+    int (*pick_victim)(void *self, const llmlab_sched_view *v);
 } llmlab_sched_ops;
 
 /* ---- the descriptor ------------------------------------------------------------- */

@@ -49,7 +49,7 @@ static void none_matmul(void *self, const void *packed, float *y, const float *x
 }
 
 static const llmlab_quant_ops ops = {
-    sizeof(llmlab_quant_ops), none_create, none_destroy, none_pack, none_unpack, none_matmul,
+    sizeof(llmlab_quant_ops), none_create, none_destroy, none_pack, none_unpack, none_matmul, NULL, NULL,
 };
 
 static const llmlab_plugin_desc desc = LLMLAB_PLUGIN_DESC_INIT(

@@ -73,7 +73,7 @@ static llmlab_status cont_schedule(void *self, const llmlab_sched_view *v, llmla
     return LLMLAB_OK;
 }
 
-static const llmlab_sched_ops ops = {sizeof(llmlab_sched_ops), cont_create, cont_destroy, cont_schedule};
+static const llmlab_sched_ops ops = {sizeof(llmlab_sched_ops), cont_create, cont_destroy, cont_schedule, NULL};
 
 static const llmlab_param_spec params[] = {
     {"max_batch", LLMLAB_PARAM_INT, "64", 1, 4096, NULL, "most requests running at once"},

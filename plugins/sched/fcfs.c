@@ -81,7 +81,7 @@ static llmlab_status fcfs_schedule(void *self, const llmlab_sched_view *v, llmla
     return LLMLAB_OK;
 }
 
-static const llmlab_sched_ops ops = {sizeof(llmlab_sched_ops), fcfs_create, fcfs_destroy, fcfs_schedule};
+static const llmlab_sched_ops ops = {sizeof(llmlab_sched_ops), fcfs_create, fcfs_destroy, fcfs_schedule, NULL};
 
 static const llmlab_param_spec params[] = {
     {"max_batch", LLMLAB_PARAM_INT, "8", 1, 4096, NULL, "requests batched together (static batching)"},

@@ -13,6 +13,7 @@ static double w_at(const llmlab_mat *w, int64_t r, int64_t c) {
     case LLMLAB_DTYPE_F32: return ((const float *)w->data)[i];
     case LLMLAB_DTYPE_F16: return llmlab_f16_to_f32(((const uint16_t *)w->data)[i]);
     case LLMLAB_DTYPE_BF16: return llmlab_bf16_to_f32(((const uint16_t *)w->data)[i]);
+    default: break; /* block formats: the reference model reads plain weights only */
     }
     return 0;
 }
