@@ -48,6 +48,11 @@ typedef struct {
     int priority;
     const llmlab_sampling *sampling; /* NULL: the decoding plugin's settings */
     int stop_at_eos;
+    /* serving workloads */
+    double cancel_after_s;    /* > 0: the client cancels the request this long after it arrives */
+    int released_by;          /* closed loop: k > 0 = this request arrives arrival_s seconds after
+                                 request k - 1 of the list finishes (or is cancelled); 0 = arrival_s
+                                 is absolute (so a zeroed request is open-loop) */
 } llmlab_request;
 
 /* What a run produced; all arrays owned by the result. */
