@@ -1,4 +1,4 @@
-/* bench_model.c - `llmlab bench`: prefill and decode speed of a model directory,
+/* bench_model.c - `llmlab bench`: prefill and decode speed of a model (directory or .gguf file),
  * against ceilings measured in the same run.
  *
  * Method (DEVELOPERS.md: shared, noisy machines): each repetition measures the
@@ -32,8 +32,9 @@ typedef struct {
 } bench_args;
 
 static void bench_usage(FILE *f) {
-    fprintf(f, "usage: llmlab bench -m MODEL_DIR [--threads N] [--prompt N] [--gen N] [--reps R]\n"
+    fprintf(f, "usage: llmlab bench -m MODEL [--threads N] [--prompt N] [--gen N] [--reps R]\n"
                "                    [--out FILE.h5]\n"
+               "  -m MODEL     a model directory or a .gguf file\n"
                "  --prompt N   prefill length (default 128)\n"
                "  --gen N      decode steps after the prefill (default 32)\n"
                "  --reps R     repetitions, interleaved with ceiling measurements (default 3)\n"
@@ -118,8 +119,9 @@ static double median(const double *v, int n) {
     return r;
 }
 
+/* Bytes as stored: also right for GGUF block formats (q8_0, q4_0, q4_K). */
 static uint64_t mat_bytes(const llmlab_mat *w) {
-    return (uint64_t)w->rows * (uint64_t)w->cols * (w->dtype == LLMLAB_DTYPE_F32 ? 4u : 2u);
+    return (uint64_t)w->rows * llmlab_dtype_row_bytes(w->dtype, w->cols);
 }
 
 /* Bytes one decode step reads at context length ctx_len. */
@@ -131,7 +133,7 @@ static double decode_bytes(const llmlab_model *m, double ctx_len) {
         b += (double)(mat_bytes(&L->wq) + mat_bytes(&L->wk) + mat_bytes(&L->wv) + mat_bytes(&L->wo) +
                       mat_bytes(&L->w_gate) + mat_bytes(&L->w_up) + mat_bytes(&L->w_down));
     }
-    b += (double)mat_bytes(&m->lm_head) + (double)c->dim * (m->embed.dtype == LLMLAB_DTYPE_F32 ? 4 : 2);
+    b += (double)mat_bytes(&m->lm_head) + (double)llmlab_dtype_row_bytes(m->embed.dtype, c->dim);
     b += ctx_len * c->n_layers * 2.0 * c->n_kv_heads * c->head_dim * 4.0;
     return b;
 }

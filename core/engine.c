@@ -4,6 +4,7 @@
  * the run loop; results. */
 #include "engine.h"
 #include "engine_internal.h"
+#include "serve.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 #include "error.h"
 #include "generate.h"
 #include "kernels/cpu/kernels.h"
+#include "weights.h"
 
 /* ---- host function table ------------------------------------------------------------- */
 
@@ -278,6 +280,11 @@ static const llmlab_host host_table = {
     .seq_kv_evict_lane = llmlab_engine_seq_evict_lane,
     .seq_set_evict_rule = llmlab_engine_seq_set_rule,
     .seq_kv_enforce = llmlab_engine_seq_enforce,
+    .engine_set_kv_format = llmlab_engine_set_kv_format, /* ABI 1.3 (engine_kv.c) */
+    /* ABI 1.3: calibration (engine_calib.c) */
+    .engine_want_calibration = llmlab_engine_want_calibration,
+    .calibration_inputs = llmlab_engine_calibration_inputs,
+    .weight_rows = llmlab_weight_rows, /* weights.c */
 };
 
 const llmlab_host *llmlab_host_table(void) { return &host_table; }
@@ -326,7 +333,7 @@ static void quant_linear(void *user, int matrix, float *y, const float *x, int M
     ((const llmlab_quant_ops *)e->quant.d->ops)->matmul(e->quant.self, e->packed[matrix], y, x, M, pool);
 }
 
-static void matrix_name(const llmlab_model *m, int idx, char *buf, size_t cap) {
+void llmlab_engine_matrix_name(const llmlab_model *m, int idx, char *buf, size_t cap) {
     static const char *names[LLMLAB_MATS_PER_LAYER] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
                                                        "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
                                                        "mlp.down_proj"};
@@ -338,16 +345,18 @@ static llmlab_status pack_weights(llmlab_engine *e, llmlab_err *err) {
     const llmlab_quant_ops *q = e->quant.d->ops;
     e->n_mats = e->m->cfg.n_layers * LLMLAB_MATS_PER_LAYER + 1;
     e->packed = calloc((size_t)e->n_mats, sizeof *e->packed);
-    if (!e->packed) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+    e->mat_bits = calloc((size_t)e->n_mats, sizeof *e->mat_bits);
+    if (!e->packed || !e->mat_bits) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
     double bits = 0, weights = 0;
     for (int i = 0; i < e->n_mats; i++) {
         const llmlab_mat *w = llmlab_model_matrix(e->m, i);
         char name[128];
-        matrix_name(e->m, i, name, sizeof name);
+        llmlab_engine_matrix_name(e->m, i, name, sizeof name);
         llmlab_weight wt = {sizeof wt, name, w->dtype, w->data, w->rows, w->cols};
         double b = 0;
         llmlab_status st = q->pack(e->quant.self, &wt, &e->packed[i], &b, err);
         if (st) return llmlab_err_prefix(err, "quant plugin '%s': packing %s", e->quant.d->name, name);
+        e->mat_bits[i] = b;
         bits += b * (double)w->rows * (double)w->cols;
         weights += (double)w->rows * (double)w->cols;
     }
@@ -393,14 +402,24 @@ llmlab_status llmlab_engine_create(llmlab_engine **out, const llmlab_model *m, c
                           .kv_tokens = o->kv_tokens, .max_seqs = e->max_seqs, .max_batch = e->token_budget};
     llmlab_status st = llmlab_ctx_create(&e->ctx, m, &co, err);
     if (!st && !(e->kv_busy = calloc((size_t)e->max_seqs, 1))) st = llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+    if (!st) st = llmlab_engine_check_kv_choices(e, o, err);
+    if (!st && o->kv_quant.name) { /* first: its format rebuilds the (still empty) KV pool */
+        e->kv_fmt_open = 1;
+        st = plugin_open(e, &e->kvq, LLMLAB_PLUGIN_QUANT, &o->kv_quant, NULL, err);
+        e->kv_fmt_open = 0;
+        if (!st) st = llmlab_engine_kv_format_done(e, err);
+    }
     if (!st) st = plugin_open(e, &e->quant, LLMLAB_PLUGIN_QUANT, &o->quant, "none", err);
+    if (!st) st = llmlab_engine_calibrate(e, err); /* the quant plugin asked for it in create */
     if (!st) st = pack_weights(e, err);
+    llmlab_engine_calibration_done(e);
     if (!st) st = plugin_open(e, &e->dec, LLMLAB_PLUGIN_DECODING, &o->decoding, "autoregressive", err);
     if (!st) st = read_decode_tokens(e, err);
     if (!st) st = plugin_open(e, &e->att, LLMLAB_PLUGIN_ATTENTION, &o->attention, "dense", err);
     /* The scheduler is validated now and instantiated per run (it keeps per-run state). */
     if (!st) st = plugin_open(e, &e->sched, LLMLAB_PLUGIN_SCHED, &o->sched, "fcfs", err);
     if (!st) plugin_destroy(&e->sched);
+    if (!st) st = llmlab_serve_configure(e, o, err); /* watermark, swap space, preempt_mode */
     if (st) {
         llmlab_engine_free(e);
         return st;
@@ -419,11 +438,15 @@ void llmlab_engine_free(llmlab_engine *e) {
         for (int i = 0; i < e->n_mats; i++)
             if (e->packed[i]) ((const llmlab_quant_ops *)e->quant.d->ops)->unpack(e->quant.self, e->packed[i]);
     plugin_destroy(&e->quant);
+    plugin_destroy(&e->kvq);
+    llmlab_params_free(e->kvq.p);
+    llmlab_engine_calibration_done(e);
     llmlab_params_free(e->dec.p);
     llmlab_params_free(e->att.p);
     llmlab_params_free(e->quant.p);
     llmlab_params_free(e->sched.p);
     free(e->packed);
+    free(e->mat_bits);
     free(e->kv_busy);
     llmlab_ctx_free(e->ctx);
     free(e);

@@ -25,7 +25,7 @@ struct llmlab_seq {
     int len, cap;
     int prompt_len, max_new, generated, stop_eos;
     llmlab_req_state state;
-    int begun;               /* plugins' seq_begin has run */
+    int dec_begun, att_begun; /* the decoding / attention plugin's seq_begin has run */
     int verify_now;          /* this step's rows go to the decoding plugin */
     llmlab_sampling samp;
     llmlab_rng rng;
@@ -33,6 +33,14 @@ struct llmlab_seq {
     int forwards;            /* target forwards whose rows this sequence verified */
     double metrics[LLMLAB_MAX_METRICS]; /* plugin counters, indexed like engine->metric_names */
     const int32_t *forced;   /* [prompt_len + max_new] forced mode: the whole text (caller's); else NULL */
+    /* serving (engine_run.c, serve_*.c) */
+    int index;               /* position in the run's request list */
+    int priority;            /* lower = more urgent (vLLM) */
+    double cancel_s;         /* absolute cancellation time, < 0 = never */
+    int cancelled;           /* left the run by cancellation */
+    int preemptions, swaps, recomputed;
+    int recompute_upto;      /* positions below this are prefilled again (recompute preemption) */
+    llmlab_kv_swapped swapped; /* its cache while SWAPPED */
 };
 
 struct llmlab_step {
@@ -57,6 +65,7 @@ typedef struct {
     int n, cap;
     double *start, *dt, *kv_bytes;
     int *tokens, *seqs, *blocks, *accepted;
+    int *prefill, *decode, *context, *preempted, *swap_in, *swap_out; /* serving records */
     double *metrics;         /* [cap][LLMLAB_MAX_METRICS] plugin counters added during the step */
 } step_log;
 
@@ -64,13 +73,23 @@ struct llmlab_engine {
     const llmlab_model *m;
     llmlab_ctx *ctx;
     plugin_inst dec, att, quant, sched;
+    plugin_inst kvq;         /* kv_quant: a KV-format plugin (quant kind, pack NULL); d NULL = f32 KV */
+    llmlab_kv_format kv_fmt; /* the KV cache's storage format (engine_kv.c) */
+    int kv_fmt_open;         /* 1 while kv_quant's create runs: only then may the format be set */
+    int kv_fmt_set;          /* kv_quant's create set it */
     const llmlab_registry *reg;
     void **packed;           /* [n_mats] quant plugin handles, LLMLAB_MATS_PER_LAYER per layer + head */
     int n_mats;
+    double *mat_bits;        /* [n_mats] bits per weight the quant plugin reported for each matrix */
     double bits_per_weight;
     llmlab_sampling samp;
     uint64_t seed;
     int token_budget, max_seqs;
+    double watermark;        /* fraction of KV blocks admissions leave free */
+    int preempt_mode;        /* LLMLAB_PREEMPT_RECOMPUTE or _SWAP: the engine's own preemptions */
+    int swap_tokens;         /* host swap space as given (tokens, bytes) */
+    double swap_bytes;
+    llmlab_kv_swap swap;     /* host swap space in blocks (total 0 = none), sized at each run */
     int kv_tokens, kv_block_size; /* as given in the options (aux caches get the same) */
     int decode_tokens;       /* most tokens the decoding plugin forwards per sequence */
     int want_hidden;         /* prompt-last rows also return the hidden state */
@@ -93,11 +112,15 @@ struct llmlab_engine {
     int obs_window;          /* prompt queries feeding the `obs` accumulator */
     const llmlab_step *step; /* the step being built or verified (set by step_add) */
     double policy_s;         /* time in attention-policy work outside the forward */
+    struct llmlab_calib *calib; /* calibration a quant plugin asked for; freed once weights are packed */
 };
 
 /* Reallocates n_cols parallel arrays to new_cap elements each; 0 or -1. */
 int llmlab_grow_columns(void **cols[], const size_t *elem_size, int n_cols, int new_cap);
 void llmlab_engine_log_token(llmlab_engine *e, const llmlab_seq *s, int32_t tok, double t);
+/* The Hugging Face name of packed matrix idx (layer * LLMLAB_MATS_PER_LAYER + kind, then
+ * the LM head), e.g. "model.layers.0.mlp.up_proj.weight". */
+void llmlab_engine_matrix_name(const llmlab_model *m, int idx, char *buf, size_t cap);
 /* Sends ctx's weight matmuls through the engine's quant plugin (same model). */
 void llmlab_engine_route_linear(llmlab_engine *e, llmlab_ctx *ctx);
 
@@ -113,6 +136,19 @@ llmlab_status llmlab_engine_seq_set_rule(llmlab_seq *s, const llmlab_evict_rule 
 llmlab_status llmlab_engine_seq_enforce(llmlab_seq *s, llmlab_err *err);
 llmlab_status llmlab_engine_seq_keep(llmlab_seq *s, const int *slots, int n, llmlab_err *err);
 llmlab_status llmlab_engine_after_step(llmlab_seq *s, llmlab_err *err);
+
+/* engine_calib.c: the host table's calibration functions (ABI 1.3) and the engine's steps. */
+llmlab_status llmlab_engine_want_calibration(llmlab_engine *e, const char *source, int n_tokens, uint64_t seed,
+                                             llmlab_err *err);
+const float *llmlab_engine_calibration_inputs(const llmlab_engine *e, const char *name, int64_t *rows);
+llmlab_status llmlab_engine_calibrate(llmlab_engine *e, llmlab_err *err); /* runs a pending request */
+void llmlab_engine_calibration_done(llmlab_engine *e);                   /* frees the inputs */
+
+/* engine_kv.c: the KV-cache format (ABI 1.3 engine_set_kv_format) and the checks
+ * that keep weight plugins out of kv_quant and KV-format plugins out of quant. */
+llmlab_status llmlab_engine_set_kv_format(llmlab_engine *e, const llmlab_kv_format *f, llmlab_err *err);
+llmlab_status llmlab_engine_check_kv_choices(const llmlab_engine *e, const llmlab_engine_opts *o, llmlab_err *err);
+llmlab_status llmlab_engine_kv_format_done(const llmlab_engine *e, llmlab_err *err);
 
 /* engine_aux.c: the host table's aux-model and tensor-file functions. */
 llmlab_status llmlab_aux_open(llmlab_engine *e, const char *model, const int *skip, int n_skip,

@@ -1,15 +1,20 @@
 /* engine_run.c - one run: requests in, tokens and metrics out.
  *
  * Each iteration:
- *   1. arrivals: requests whose arrival time has passed become WAITING;
- *   2. the sched plugin sees every request and returns tokens to run per request;
- *   3. the step is built: prompt chunks by the engine, decode tokens by the
- *      decoding plugin's propose();
- *   4. ONE forward;
+ *   1. arrivals: requests whose arrival time has passed join the live index;
+ *      requests past their cancellation deadline leave (serve_queue.c);
+ *   2. the sched plugin sees the live requests (every request for plugins built
+ *      against ABI <= 1.2) and returns tokens to run and requests to preempt;
+ *   3. the block manager carries the plan out (serve_blocks.c): preemptions,
+ *      admissions and swap-ins that fit, preemption of victims when the step's
+ *      tokens need more KV blocks than are free;
+ *   4. the step is built: prompt (or recompute) chunks by the engine, decode
+ *      tokens by the decoding plugin's propose(); ONE forward;
  *   5. prompt chunks are committed; sequences whose rows carry logits go to the
  *      decoding plugin's verify(); unaccepted provisional slots are dropped; the
  *      attention plugin's after_step() may evict;
- *   6. finished sequences release their KV blocks.
+ *   6. finished sequences release their KV blocks and their closed-loop
+ *      successors get an arrival time.
  *
  * Forced mode (llmlab_engine_score) runs the same loop with the decoding plugin
  * left out: the engine itself forwards the text's next token for every decoding
@@ -20,9 +25,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine_internal.h"
 #include "error.h"
 #include "generate.h"
+#include "serve.h"
 
 void llmlab_run_result_free(llmlab_run_result *r) {
     if (!r) return;
@@ -31,53 +36,103 @@ void llmlab_run_result_free(llmlab_run_result *r) {
     void *bufs[] = {r->req_id, r->prompt_len, r->output_len, r->forwards, r->arrival_s, r->admit_s,
                     r->first_token_s, r->finish_s, r->output, r->step_start_s, r->step_dt_s,
                     r->step_tokens, r->step_seqs, r->step_kv_blocks, r->step_kv_bytes, r->tok_req,
-                    r->tok_index, r->tok_id, r->tok_time_s, r->metrics, r->step_accepted, r->step_metrics};
+                    r->tok_index, r->tok_id, r->tok_time_s, r->metrics, r->step_accepted, r->step_metrics,
+                    r->status, r->preemptions, r->recomputed_tokens, r->swaps, r->step_prefill_tokens,
+                    r->step_decode_seqs, r->step_kv_context, r->step_preempted, r->step_swap_in,
+                    r->step_swap_out};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(r);
+}
+
+/* *dst[n0] grows to n0 + n1 with src[n1]; a missing column (NULL) or source
+ * counts as zeros. */
+static int cat_column(void *dst, size_t n0, const void *src, size_t n1, size_t elem) {
+    void **d = dst;
+    int fresh = *d == NULL;
+    char *g = realloc(*d, (n0 + n1 ? n0 + n1 : 1) * elem);
+    if (!g) return -1;
+    if (fresh) memset(g, 0, n0 * elem);
+    if (src) memcpy(g + n0 * elem, src, n1 * elem);
+    else memset(g + n0 * elem, 0, n1 * elem);
+    *d = g;
+    return 0;
+}
+
+int llmlab_run_result_cat_serving(llmlab_run_result *a, const llmlab_run_result *b) {
+    size_t ra = (size_t)a->n_reqs, rb = (size_t)b->n_reqs, sa = (size_t)a->n_steps, sb = (size_t)b->n_steps;
+    int **req[] = {&a->status, &a->preemptions, &a->recomputed_tokens, &a->swaps};
+    const int *req_b[] = {b->status, b->preemptions, b->recomputed_tokens, b->swaps};
+    int **step[] = {&a->step_prefill_tokens, &a->step_decode_seqs, &a->step_kv_context, &a->step_preempted,
+                    &a->step_swap_in, &a->step_swap_out};
+    const int *step_b[] = {b->step_prefill_tokens, b->step_decode_seqs, b->step_kv_context, b->step_preempted,
+                           b->step_swap_in, b->step_swap_out};
+    for (size_t c = 0; c < 4; c++)
+        if (cat_column(req[c], ra, req_b[c], rb, sizeof(int))) return -1;
+    for (size_t c = 0; c < 6; c++)
+        if (cat_column(step[c], sa, step_b[c], sb, sizeof(int))) return -1;
+    a->preemptions_total += b->preemptions_total;
+    a->recomputed_tokens_total += b->recomputed_tokens_total;
+    a->swaps_total += b->swaps_total;
+    a->cancelled_total += b->cancelled_total;
+    a->swap_bytes += b->swap_bytes;
+    return 0;
 }
 
 static const llmlab_sched_ops *sched_ops(const llmlab_engine *e) { return e->sched.d->ops; }
 static const llmlab_decoding_ops *dec_ops(const llmlab_engine *e) { return e->dec.d->ops; }
 static const llmlab_attention_ops *att_ops(const llmlab_engine *e) { return e->att.d->ops; }
 
-/* Tokens one decoding sequence forwards per step: the decoding plugin's maximum,
- * or exactly 1 in forced mode. */
-static int decode_width(const llmlab_engine *e) { return e->score_fn ? 1 : e->decode_tokens; }
+/* ---- the step log -------------------------------------------------------------------------- */
 
-/* Tokens a sequence needs in its KV cache before its next decode step: the prompt
- * at first; after a preemption, everything but the last accepted token. */
-static int seq_target(const llmlab_seq *s) { return s->generated > 0 ? s->len - 1 : s->prompt_len; }
+/* What one step did, beyond the plugin counters. */
+typedef struct {
+    double start, dt, bytes;
+    int tokens, seqs, blocks, accepted, prefill, decode, context;
+} step_rec;
 
-static int seq_computed(const llmlab_seq *s) {
-    return s->kv < 0 ? 0 : llmlab_kv_tokens(llmlab_ctx_kv(s->e->ctx), s->kv);
+static void step_log_free(step_log *L) {
+    void *bufs[] = {L->start, L->dt, L->kv_bytes, L->tokens, L->seqs, L->blocks, L->accepted, L->prefill,
+                    L->decode, L->context, L->preempted, L->swap_in, L->swap_out, L->metrics};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    memset(L, 0, sizeof *L);
 }
 
 /* One step's record.  The plugin counters of the step are taken from the engine
- * (and reset there). */
-static llmlab_status step_log_push(llmlab_engine *e, step_log *L, double start, double dt, int tokens, int seqs,
-                                   int blocks, double bytes, int accepted, llmlab_err *err) {
+ * and the serving counters from the run (and reset there). */
+static llmlab_status step_log_push(serve_run *R, step_log *L, const step_rec *x, llmlab_err *err) {
+    llmlab_engine *e = R->e;
     if (L->n == L->cap) {
         int cap = L->cap ? L->cap * 2 : 256;
         void **cols[] = {(void **)&L->start, (void **)&L->dt, (void **)&L->kv_bytes, (void **)&L->tokens,
-                         (void **)&L->seqs, (void **)&L->blocks, (void **)&L->accepted, (void **)&L->metrics};
-        const size_t sizes[] = {sizeof *L->start, sizeof *L->dt, sizeof *L->kv_bytes, sizeof *L->tokens,
-                                sizeof *L->seqs, sizeof *L->blocks, sizeof *L->accepted,
-                                LLMLAB_MAX_METRICS * sizeof *L->metrics};
-        if (llmlab_grow_columns(cols, sizes, 8, cap)) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+                         (void **)&L->seqs, (void **)&L->blocks, (void **)&L->accepted, (void **)&L->prefill,
+                         (void **)&L->decode, (void **)&L->context, (void **)&L->preempted,
+                         (void **)&L->swap_in, (void **)&L->swap_out, (void **)&L->metrics};
+        const size_t i4 = sizeof(int), d8 = sizeof(double);
+        const size_t sizes[] = {d8, d8, d8, i4, i4, i4, i4, i4, i4, i4, i4, i4, i4, LLMLAB_MAX_METRICS * d8};
+        if (llmlab_grow_columns(cols, sizes, 14, cap)) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
         L->cap = cap;
     }
-    L->accepted[L->n] = accepted;
-    memcpy(L->metrics + (size_t)L->n * LLMLAB_MAX_METRICS, e->step_metrics, sizeof e->step_metrics);
+    int k = L->n++;
+    memcpy(L->metrics + (size_t)k * LLMLAB_MAX_METRICS, e->step_metrics, sizeof e->step_metrics);
     memset(e->step_metrics, 0, sizeof e->step_metrics);
-    L->start[L->n] = start;
-    L->dt[L->n] = dt;
-    L->tokens[L->n] = tokens;
-    L->seqs[L->n] = seqs;
-    L->blocks[L->n] = blocks;
-    L->kv_bytes[L->n] = bytes;
-    L->n++;
+    L->start[k] = x->start;
+    L->dt[k] = x->dt;
+    L->kv_bytes[k] = x->bytes;
+    L->tokens[k] = x->tokens;
+    L->seqs[k] = x->seqs;
+    L->blocks[k] = x->blocks;
+    L->accepted[k] = x->accepted;
+    L->prefill[k] = x->prefill;
+    L->decode[k] = x->decode;
+    L->context[k] = x->context;
+    L->preempted[k] = R->step_preempted;
+    L->swap_in[k] = R->step_swap_in;
+    L->swap_out[k] = R->step_swap_out;
+    R->step_preempted = R->step_swap_in = R->step_swap_out = 0;
     return LLMLAB_OK;
 }
+
+/* ---- requests ------------------------------------------------------------------------------ */
 
 /* Forced mode: the request's prompt is the whole text; its first prefix tokens
  * become the sequence's prompt and the rest are fed one per step. */
@@ -90,7 +145,6 @@ static llmlab_status seq_force(llmlab_seq *s, const llmlab_request *r, int prefi
     s->len = s->prompt_len = prefix;
     s->max_new = r->prompt_len - prefix;
     s->stop_eos = 0;
-    s->state = r->arrival_s > 0 ? LLMLAB_REQ_FUTURE : LLMLAB_REQ_WAITING;
     return LLMLAB_OK;
 }
 
@@ -121,7 +175,7 @@ static llmlab_status seqs_init(llmlab_engine *e, llmlab_seq *seqs, const llmlab_
         s->samp = r->sampling ? *r->sampling : e->samp;
         llmlab_rng_seed(&s->rng, e->seed, (uint64_t)r->id);
         s->arrival_s = r->arrival_s;
-        s->state = r->max_new == 0 ? LLMLAB_REQ_FINISHED : (r->arrival_s > 0 ? LLMLAB_REQ_FUTURE : LLMLAB_REQ_WAITING);
+        s->priority = r->priority;
         s->admit_s = s->first_s = s->finish_s = -1;
         if (prefix) {
             llmlab_status st = seq_force(s, r, prefix[i], err);
@@ -131,62 +185,27 @@ static llmlab_status seqs_init(llmlab_engine *e, llmlab_seq *seqs, const llmlab_
     return LLMLAB_OK;
 }
 
-static void seq_release(llmlab_engine *e, llmlab_seq *s) {
-    if (s->state == LLMLAB_REQ_FINISHED && s->kv >= 0 && e->on_finish) e->on_finish(e->on_finish_user, e, s->id, s->kv);
-    if (s->begun) {
-        if (!s->forced) dec_ops(e)->seq_end(e->dec.self, s);
-        att_ops(e)->seq_end(e->att.self, s);
-        s->begun = 0;
-    }
-    if (s->kv >= 0) {
-        llmlab_kv_free_seq(llmlab_ctx_kv(e->ctx), s->kv);
-        llmlab_aux_release_seq(e, s->kv);
-        e->kv_busy[s->kv] = 0;
-        s->kv = -1;
-    }
-}
-
-static llmlab_status seq_admit(llmlab_engine *e, llmlab_seq *s, double now, llmlab_err *err) {
-    for (int k = 0; k < e->max_seqs; k++)
-        if (!e->kv_busy[k]) {
-            e->kv_busy[k] = 1;
-            s->kv = k;
-            s->state = LLMLAB_REQ_RUNNING;
-            if (s->admit_s < 0) s->admit_s = now;
-            return LLMLAB_OK;
-        }
-    return llmlab_err_set(err, LLMLAB_EINVAL, "sched plugin '%s' admitted more than max_seqs = %d sequences",
-                          e->sched.d->name, e->max_seqs);
-}
-
-/* Fills the scheduler's view of every request. */
-static void build_view(llmlab_engine *e, llmlab_seq *seqs, int n, llmlab_sched_req *v, double now,
-                       llmlab_sched_view *view) {
-    for (int i = 0; i < n; i++) {
-        llmlab_seq *s = &seqs[i];
-        v[i] = (llmlab_sched_req){s->id, s->state, s->arrival_s, s->prompt_len, seq_computed(s),
-                                  seq_target(s), s->generated, s->max_new, 0};
-    }
-    llmlab_kv *kv = llmlab_ctx_kv(e->ctx);
-    *view = (llmlab_sched_view){sizeof *view, now, n, v, kv->n_free, kv->o.n_blocks, kv->o.block_size,
-                                e->token_budget, e->max_seqs, decode_width(e), .preempt_mode = 1};
-}
-
 static llmlab_status seq_begin(llmlab_engine *e, llmlab_seq *s, llmlab_err *err) {
-    if (s->begun) return LLMLAB_OK;
-    llmlab_status r = s->forced ? LLMLAB_OK : dec_ops(e)->seq_begin(e->dec.self, s, err);
-    if (r) return llmlab_err_prefix(err, "decoding plugin '%s': seq_begin", e->dec.d->name);
-    if ((r = att_ops(e)->seq_begin(e->att.self, s, err)))
-        return llmlab_err_prefix(err, "attention plugin '%s': seq_begin", e->att.d->name);
-    s->begun = 1;
+    if (!s->dec_begun) {
+        llmlab_status r = s->forced ? LLMLAB_OK : dec_ops(e)->seq_begin(e->dec.self, s, err);
+        if (r) return llmlab_err_prefix(err, "decoding plugin '%s': seq_begin", e->dec.d->name);
+        s->dec_begun = 1;
+    }
+    if (!s->att_begun) {
+        llmlab_status r = att_ops(e)->seq_begin(e->att.self, s, err);
+        if (r) return llmlab_err_prefix(err, "attention plugin '%s': seq_begin", e->att.d->name);
+        s->att_begun = 1;
+    }
     return LLMLAB_OK;
 }
 
-static int in_prefill(const llmlab_seq *s) { return seq_computed(s) < seq_target(s); }
+static int in_prefill(const llmlab_seq *s) { return serve_computed(s) < serve_target(s); }
 
-/* Adds a prompt (or recompute) chunk of s to the step, as a chain. */
-static llmlab_status add_prefill(llmlab_engine *e, llmlab_seq *s, int tokens, llmlab_step *st, llmlab_err *err) {
-    int computed = seq_computed(s), target = seq_target(s);
+/* Adds a prompt (or recompute) chunk of s to the step, as a chain; returns the
+ * tokens added in *added. */
+static llmlab_status add_prefill(llmlab_engine *e, llmlab_seq *s, int tokens, llmlab_step *st, int *added,
+                                 llmlab_err *err) {
+    int computed = serve_computed(s), target = serve_target(s);
     int n = tokens < target - computed ? tokens : target - computed, prev = -1;
     int last_flags = LLMLAB_ROW_LOGITS | (e->want_hidden ? LLMLAB_ROW_HIDDEN : 0);
     for (int k = 0; k < n; k++) {
@@ -195,7 +214,10 @@ static llmlab_status add_prefill(llmlab_engine *e, llmlab_seq *s, int tokens, ll
         if (prev < 0)
             return llmlab_err_set(err, LLMLAB_EINVAL, "token budget exceeded by sched plugin '%s'", e->sched.d->name);
     }
+    int redo = (computed + n < s->recompute_upto ? computed + n : s->recompute_upto) - computed;
+    if (redo > 0) s->recomputed += redo;
     s->verify_now = computed + n == target && s->generated == 0;
+    *added = n;
     return LLMLAB_OK;
 }
 
@@ -223,7 +245,7 @@ static llmlab_status add_decode(llmlab_engine *e, llmlab_seq *s, llmlab_step *st
  * with logits (what autoregressive decoding forwards). */
 static llmlab_status forced_propose(llmlab_engine *e, llmlab_seq *s, llmlab_step *st, llmlab_err *err) {
     s->verify_now = 1;
-    int pos = seq_computed(s);
+    int pos = serve_computed(s);
     if (llmlab_host_table()->step_add(st, s, s->tokens[s->len - 1], pos, LLMLAB_ROW_LOGITS, -1) < 0)
         return llmlab_err_set(err, LLMLAB_EINVAL, "forced mode: token budget exceeded by sched plugin '%s'",
                               e->sched.d->name);
@@ -243,7 +265,7 @@ static llmlab_status forced_verify(llmlab_engine *e, llmlab_seq *s, llmlab_step 
                               s->id, s->len - 1);
     int slot = H->step_slot(st, last);
     llmlab_status r = LLMLAB_OK;
-    if (slot >= seq_computed(s) && (r = H->seq_kv_keep(s, &slot, 1, err)))
+    if (slot >= serve_computed(s) && (r = H->seq_kv_keep(s, &slot, 1, err)))
         return llmlab_err_prefix(err, "forced mode: request %d: keeping the slot of position %d", s->id, s->len - 1);
     if ((r = e->score_fn(e->score_user, s->id, s->len - 1, logits, err)))
         return llmlab_err_prefix(err, "forced mode: request %d: score callback at position %d", s->id, s->len - 1);
@@ -259,15 +281,15 @@ static void fill_chain_masks(llmlab_step *st) {
             for (int p = b->parent[i]; p >= 0; p = b->parent[p]) llmlab_batch_see(b, i, p);
 }
 
-/* After the forward: commit prompt chunks, verify, drop leftovers, let attention evict. */
-static llmlab_status finish_step(llmlab_engine *e, llmlab_seq *seqs, int n, const int *plan, llmlab_step *st,
-                                 double now, llmlab_err *err) {
+/* After the forward: commit prompt chunks, verify, drop leftovers, let attention
+ * evict, retire finished requests. */
+static llmlab_status finish_step(serve_run *R, llmlab_step *st, llmlab_err *err) {
+    llmlab_engine *e = R->e;
     llmlab_kv *kv = llmlab_ctx_kv(e->ctx);
-    for (int i = 0; i < n; i++) {
-        llmlab_seq *s = &seqs[i];
-        if (plan[i] <= 0 || s->state != LLMLAB_REQ_RUNNING) continue;
-        int was_prefill = seq_computed(s) < seq_target(s);
-        if (was_prefill) llmlab_kv_commit(kv, s->kv);
+    for (int i = 0; i < R->n_view; i++) {
+        llmlab_seq *s = R->vseq[i];
+        if (R->plan[i] <= 0 || s->state != LLMLAB_REQ_RUNNING) continue;
+        if (in_prefill(s)) llmlab_kv_commit(kv, s->kv);
         if (s->verify_now) {
             llmlab_status r = seq_begin(e, s, err);
             if (r) return r;
@@ -280,23 +302,13 @@ static llmlab_status finish_step(llmlab_engine *e, llmlab_seq *seqs, int n, cons
         }
         if (s->kv >= 0 && llmlab_kv_len(kv, s->kv) > llmlab_kv_committed(kv, s->kv))
             llmlab_kv_truncate(kv, s->kv, llmlab_kv_committed(kv, s->kv), NULL);
-        if (s->begun && s->state == LLMLAB_REQ_RUNNING) {
+        if (s->att_begun && s->state == LLMLAB_REQ_RUNNING) {
             llmlab_status r = llmlab_engine_after_step(s, err);
             if (r) return r;
         }
-        if (s->state == LLMLAB_REQ_FINISHED) {
-            s->finish_s = now;
-            seq_release(e, s);
-        }
+        if (s->state == LLMLAB_REQ_FINISHED) serve_retire(R, s, llmlab_now() - e->t0, 0); /* after its last token */
     }
     return LLMLAB_OK;
-}
-
-static double earliest_future(const llmlab_seq *seqs, int n) {
-    double t = -1;
-    for (int i = 0; i < n; i++)
-        if (seqs[i].state == LLMLAB_REQ_FUTURE && (t < 0 || seqs[i].arrival_s < t)) t = seqs[i].arrival_s;
-    return t;
 }
 
 static void sleep_until(double t0, double t) {
@@ -306,80 +318,96 @@ static void sleep_until(double t0, double t) {
     nanosleep(&ts, NULL);
 }
 
-/* Copies the run's per-request, per-step and per-token records into a result. */
-static llmlab_status collect(llmlab_engine *e, llmlab_seq *seqs, int n, step_log *steps, double wall,
-                             llmlab_run_result **out, llmlab_err *err) {
-    llmlab_run_result *r = calloc(1, sizeof *r);
-    if (!r) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+/* ---- results --------------------------------------------------------------------------------- */
+
+static llmlab_status collect_requests(llmlab_engine *e, const llmlab_seq *seqs, int n, llmlab_run_result *r,
+                                      llmlab_err *err) {
     size_t N = (size_t)(n ? n : 1);
-    r->n_reqs = n;
-    r->req_id = calloc(N, sizeof(int));
-    r->prompt_len = calloc(N, sizeof(int));
-    r->output_len = calloc(N, sizeof(int));
-    r->forwards = calloc(N, sizeof(int));
-    r->arrival_s = calloc(N, sizeof(double));
-    r->admit_s = calloc(N, sizeof(double));
-    r->first_token_s = calloc(N, sizeof(double));
-    r->finish_s = calloc(N, sizeof(double));
-    r->output = calloc(N, sizeof(int32_t *));
-    if (!r->req_id || !r->prompt_len || !r->output_len || !r->forwards || !r->arrival_s || !r->admit_s ||
-        !r->first_token_s || !r->finish_s || !r->output) {
-        llmlab_run_result_free(r);
-        return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
-    }
+    void **cols[] = {(void **)&r->req_id, (void **)&r->prompt_len, (void **)&r->output_len, (void **)&r->forwards,
+                     (void **)&r->status, (void **)&r->preemptions, (void **)&r->recomputed_tokens,
+                     (void **)&r->swaps, (void **)&r->arrival_s, (void **)&r->admit_s, (void **)&r->first_token_s,
+                     (void **)&r->finish_s, (void **)&r->output};
+    const size_t sizes[] = {sizeof(int), sizeof(int), sizeof(int), sizeof(int), sizeof(int), sizeof(int),
+                            sizeof(int), sizeof(int), sizeof(double), sizeof(double), sizeof(double),
+                            sizeof(double), sizeof(int32_t *)};
+    for (size_t c = 0; c < sizeof sizes / sizeof sizes[0]; c++)
+        if (!(*cols[c] = calloc(N, sizes[c]))) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
     r->n_metrics = e->n_metrics;
     memcpy(r->metric_names, e->metric_names, sizeof r->metric_names);
     r->metrics = calloc((size_t)(e->n_metrics ? e->n_metrics : 1) * N, sizeof(double));
-    if (!r->metrics) {
-        llmlab_run_result_free(r);
-        return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
-    }
+    if (!r->metrics) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
     for (int k = 0; k < e->n_metrics; k++)
         for (int i = 0; i < n; i++) r->metrics[(size_t)k * N + (size_t)i] = seqs[i].metrics[k];
-    long long fwd = 0;
     for (int i = 0; i < n; i++) {
-        llmlab_seq *s = &seqs[i];
+        const llmlab_seq *s = &seqs[i];
         r->req_id[i] = s->id;
         r->prompt_len[i] = s->prompt_len;
         r->output_len[i] = s->generated;
         r->forwards[i] = s->forwards;
+        r->status[i] = s->cancelled ? LLMLAB_RUN_CANCELLED : LLMLAB_RUN_FINISHED;
+        r->preemptions[i] = s->preemptions;
+        r->recomputed_tokens[i] = s->recomputed;
+        r->swaps[i] = s->swaps;
         r->arrival_s[i] = s->arrival_s;
         r->admit_s[i] = s->admit_s;
         r->first_token_s[i] = s->first_s;
         r->finish_s[i] = s->finish_s;
-        r->output[i] = malloc((size_t)(s->generated ? s->generated : 1) * sizeof(int32_t));
-        if (!r->output[i]) {
-            llmlab_run_result_free(r);
+        if (!(r->output[i] = malloc((size_t)(s->generated ? s->generated : 1) * sizeof(int32_t))))
             return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
-        }
         memcpy(r->output[i], s->tokens + s->prompt_len, (size_t)s->generated * sizeof(int32_t));
         r->prompt_tokens += s->prompt_len;
         r->output_tokens += s->generated;
-        fwd += s->forwards;
+        r->target_forwards += s->forwards;
+        r->preemptions_total += s->preemptions;
+        r->recomputed_tokens_total += s->recomputed;
+        r->swaps_total += s->swaps;
+        r->cancelled_total += s->cancelled;
     }
-    /* The step and token logs move into the result as they are. */
-    r->n_steps = steps->n;
-    r->step_start_s = steps->start;
-    r->step_dt_s = steps->dt;
-    r->step_tokens = steps->tokens;
-    r->step_seqs = steps->seqs;
-    r->step_kv_blocks = steps->blocks;
-    r->step_kv_bytes = steps->kv_bytes;
-    r->step_accepted = steps->accepted;
-    /* per-step counters: [n_metrics][n_steps] columns out of the [step][MAX] log */
-    size_t S = (size_t)(steps->n ? steps->n : 1);
+    return LLMLAB_OK;
+}
+
+/* The step log moves into the result; plugin counters become [n_metrics][n_steps]. */
+static llmlab_status collect_steps(llmlab_engine *e, step_log *L, llmlab_run_result *r, llmlab_err *err) {
+    r->n_steps = L->n;
+    r->step_start_s = L->start;
+    r->step_dt_s = L->dt;
+    r->step_tokens = L->tokens;
+    r->step_seqs = L->seqs;
+    r->step_kv_blocks = L->blocks;
+    r->step_kv_bytes = L->kv_bytes;
+    r->step_accepted = L->accepted;
+    r->step_prefill_tokens = L->prefill;
+    r->step_decode_seqs = L->decode;
+    r->step_kv_context = L->context;
+    r->step_preempted = L->preempted;
+    r->step_swap_in = L->swap_in;
+    r->step_swap_out = L->swap_out;
+    double *metrics = L->metrics;
+    int n = L->n;
+    memset(L, 0, sizeof *L);
+    size_t S = (size_t)(n ? n : 1);
     r->step_metrics = calloc((size_t)(e->n_metrics ? e->n_metrics : 1) * S, sizeof(double));
-    if (!r->step_metrics) {
-        free(steps->metrics);
-        memset(steps, 0, sizeof *steps);
+    if (r->step_metrics)
+        for (int k = 0; k < e->n_metrics; k++)
+            for (int j = 0; j < n; j++)
+                r->step_metrics[(size_t)k * S + (size_t)j] = metrics[(size_t)j * LLMLAB_MAX_METRICS + (size_t)k];
+    free(metrics);
+    return r->step_metrics ? LLMLAB_OK : llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+}
+
+/* Copies the run's per-request, per-step and per-token records into a result. */
+static llmlab_status collect(serve_run *R, step_log *steps, double wall, llmlab_run_result **out,
+                             llmlab_err *err) {
+    llmlab_engine *e = R->e;
+    llmlab_run_result *r = calloc(1, sizeof *r);
+    if (!r) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+    r->n_reqs = R->n;
+    llmlab_status st = collect_requests(e, R->seqs, R->n, r, err);
+    if (!st) st = collect_steps(e, steps, r, err);
+    if (st) {
         llmlab_run_result_free(r);
-        return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+        return st;
     }
-    for (int k = 0; k < e->n_metrics; k++)
-        for (int j = 0; j < steps->n; j++)
-            r->step_metrics[(size_t)k * S + (size_t)j] = steps->metrics[(size_t)j * LLMLAB_MAX_METRICS + (size_t)k];
-    free(steps->metrics);
-    memset(steps, 0, sizeof *steps);
     r->n_tok = e->toks.n;
     r->tok_req = e->toks.req;
     r->tok_index = e->toks.index;
@@ -387,66 +415,65 @@ static llmlab_status collect(llmlab_engine *e, llmlab_seq *seqs, int n, step_log
     r->tok_time_s = e->toks.t;
     memset(&e->toks, 0, sizeof e->toks);
     r->wall_s = wall;
-    r->target_forwards = fwd;
     r->output_tok_per_s = wall > 0 ? (double)r->output_tokens / wall : 0;
+    r->swap_bytes = R->swap_bytes;
     /* Spec-Bench's "#mean accepted tokens": tokens per decoding target forward.  The
      * prefill forward's first token is left out on both sides, so autoregressive
      * decoding gives exactly 1 and a draft that is always right exactly k + 1. */
     long long dec_tok = 0, dec_fwd = 0;
-    for (int i = 0; i < n; i++)
-        if (seqs[i].forwards > 0) {
-            dec_tok += seqs[i].generated - 1;
-            dec_fwd += seqs[i].forwards - 1;
+    for (int i = 0; i < R->n; i++)
+        if (R->seqs[i].forwards > 0) {
+            dec_tok += R->seqs[i].generated - 1;
+            dec_fwd += R->seqs[i].forwards - 1;
         }
     r->mean_accepted = dec_fwd ? (double)dec_tok / (double)dec_fwd : (r->output_tokens ? 1.0 : 0.0);
     *out = r;
     return LLMLAB_OK;
 }
 
-/* One iteration: schedule, build the step, forward, verify.  *progress tells
- * whether anything ran. */
-static llmlab_status iterate(llmlab_engine *e, llmlab_seq *seqs, int n, llmlab_sched_req *view_reqs,
-                             int *plan, uint8_t *preempt, llmlab_step *st, step_log *steps, int *progress,
-                             llmlab_err *err) {
-    double now = llmlab_now() - e->t0;
-    llmlab_sched_view view;
-    build_view(e, seqs, n, view_reqs, now, &view);
-    memset(plan, 0, (size_t)n * sizeof *plan);
-    memset(preempt, 0, (size_t)n);
-    llmlab_sched_plan sp = {sizeof sp, plan, preempt};
-    llmlab_status r = sched_ops(e)->schedule(e->sched.self, &view, &sp, err);
-    if (r) return llmlab_err_prefix(err, "sched plugin '%s'", e->sched.d->name);
-    for (int i = 0; i < n; i++) /* preemption by recompute: free the KV, keep the tokens */
-        if (preempt[i] && seqs[i].state == LLMLAB_REQ_RUNNING) {
-            seq_release(e, &seqs[i]);
-            seqs[i].state = LLMLAB_REQ_WAITING;
-        }
+/* ---- one iteration ---------------------------------------------------------------------------- */
+
+/* Builds the step from the fitted plan: prefill chunks first; then the decoding
+ * plugin sees all of this step's decoders at once (step_begin) before proposing
+ * for each. */
+static llmlab_status build_step(serve_run *R, llmlab_step *st, step_rec *x, llmlab_err *err) {
+    llmlab_engine *e = R->e;
+    llmlab_status r = LLMLAB_OK;
+    int n_dec = 0;
     llmlab_batch_clear(st->b);
-    /* Prefill chunks first; then the decoding plugin sees all of this step's
-     * decoders at once (step_begin) before proposing for each. */
-    int total = 0, n_dec = 0;
-    for (int i = 0; i < n && !r; i++) {
-        if (plan[i] <= 0) continue;
-        llmlab_seq *s = &seqs[i];
-        if (s->state == LLMLAB_REQ_FINISHED || s->state == LLMLAB_REQ_FUTURE) {
-            plan[i] = 0;
-            continue;
-        }
-        if (s->state == LLMLAB_REQ_WAITING && (r = seq_admit(e, s, now, err))) return r;
-        int prefill = in_prefill(s);
-        total += prefill ? plan[i] : decode_width(e);
-        if (total > e->token_budget)
-            return llmlab_err_set(err, LLMLAB_EINVAL,
-                                  "sched plugin '%s' planned more than the token budget %d (a decoding sequence "
-                                  "counts %d tokens)", e->sched.d->name, e->token_budget, decode_width(e));
-        if (prefill) r = add_prefill(e, s, plan[i], st, err);
-        else if (!(r = seq_begin(e, s, err))) st->decoders[n_dec++] = s;
+    for (int i = 0; i < R->n_view && !r; i++) {
+        if (R->plan[i] <= 0) continue;
+        llmlab_seq *s = R->vseq[i];
+        int added = 0;
+        x->seqs++;
+        if (in_prefill(s)) {
+            r = add_prefill(e, s, R->plan[i], st, &added, err);
+            x->prefill += added;
+        } else if (!(r = seq_begin(e, s, err)))
+            st->decoders[n_dec++] = s;
     }
     if (!r && !e->score_fn) r = decode_step_begin(e, st->decoders, n_dec, err);
     for (int k = 0; k < n_dec && !r; k++)
         r = e->score_fn ? forced_propose(e, st->decoders[k], st, err) : add_decode(e, st->decoders[k], st, err);
-    if (r) return r;
-    fill_chain_masks(st);
+    x->decode = n_dec;
+    if (!r) fill_chain_masks(st);
+    return r;
+}
+
+/* One iteration: schedule, fit the plan, build the step, forward, verify.
+ * *progress tells whether a forward ran. */
+static llmlab_status iterate(serve_run *R, llmlab_step *st, step_log *steps, int *progress, llmlab_err *err) {
+    llmlab_engine *e = R->e;
+    double now = llmlab_now() - e->t0;
+    serve_build_view(R, now);
+    memset(R->plan, 0, (size_t)R->n_view * sizeof *R->plan);
+    memset(R->preempt, 0, (size_t)R->n_view);
+    llmlab_sched_plan sp = {sizeof sp, R->plan, R->preempt};
+    llmlab_status r = sched_ops(e)->schedule(e->sched.self, &R->view, &sp, err);
+    if (r) return llmlab_err_prefix(err, "sched plugin '%s'", e->sched.d->name);
+    if ((r = serve_plan_preempts(R, err)) || (r = serve_fit_plan(R, now, err))) return r;
+    step_rec x = {0};
+    if ((r = build_step(R, st, &x, err))) return r;
     *progress = st->b->n > 0;
     if (!*progress) return LLMLAB_OK;
     double t_start = llmlab_now();
@@ -455,18 +482,83 @@ static llmlab_status iterate(llmlab_engine *e, llmlab_seq *seqs, int n, llmlab_s
     for (int i = 0; i < st->b->n; i++) st->row[i] = -1;
     for (int k = 0; k < st->out->n_out; k++) st->row[st->out->out_index[k]] = k;
     llmlab_kv *kv = llmlab_ctx_kv(e->ctx);
-    int n_seqs = 0;
-    for (int i = 0; i < n; i++) n_seqs += plan[i] > 0;
-    int blocks = llmlab_kv_blocks_used(kv); /* peak of the step: before releases */
     long long gen0 = 0, gen1 = 0;
-    for (int i = 0; i < n; i++) gen0 += seqs[i].generated;
-    r = finish_step(e, seqs, n, plan, st, llmlab_now() - e->t0, err);
+    for (int i = 0; i < R->n_view; i++)
+        if (R->plan[i] > 0) {
+            gen0 += R->vseq[i]->generated;
+            x.context += llmlab_kv_len(kv, R->vseq[i]->kv);
+        }
+    x.blocks = llmlab_kv_blocks_used(kv); /* peak of the step: before releases */
+    x.bytes = (double)llmlab_kv_resident_bytes(kv); /* packed blocks + f32 staging of hot ones (kv_cache.h) */
+    r = finish_step(R, st, err);
     st->out = NULL;
     if (r) return r;
-    for (int i = 0; i < n; i++) gen1 += seqs[i].generated;
+    for (int i = 0; i < R->n_view; i++)
+        if (R->plan[i] > 0) gen1 += R->vseq[i]->generated;
     double t_end = llmlab_now();
-    return step_log_push(e, steps, t_start - e->t0, t_end - t_start, st->b->n, n_seqs, blocks,
-                         (double)blocks * (double)llmlab_kv_block_bytes(kv), (int)(gen1 - gen0), err);
+    x.start = t_start - e->t0;
+    x.dt = t_end - t_start;
+    x.tokens = st->b->n;
+    x.accepted = (int)(gen1 - gen0);
+    return step_log_push(R, steps, &x, err);
+}
+
+/* Nothing ran although requests are live.  A request whose prompt alone exceeds
+ * the pool, with nothing running, can never start: that is an error now.
+ * Otherwise the scheduler may be waiting on purpose (e.g. for a batch to fill):
+ * wait for the next event, and give up only after a long idle spell with none. */
+static llmlab_status idle(serve_run *R, double idle_since, llmlab_err *err) {
+    llmlab_engine *e = R->e;
+    const llmlab_kv *kv = llmlab_ctx_kv(e->ctx);
+    int running = 0;
+    const llmlab_seq *head = NULL;
+    for (int k = 0; k < R->n_live; k++) {
+        const llmlab_seq *s = &R->seqs[R->live[k]];
+        running |= s->state == LLMLAB_REQ_RUNNING;
+        if (!head && s->state == LLMLAB_REQ_WAITING) head = s;
+    }
+    int bs = kv->o.block_size;
+    if (!running && head && (serve_target(head) + bs - 1) / bs > kv->o.n_blocks)
+        return llmlab_err_set(err, LLMLAB_ENOKV,
+                              "request %d cannot fit in the KV cache even alone: %d tokens to prefill need %d "
+                              "blocks, the pool has %d blocks of %d tokens; raise kv_tokens", head->id,
+                              serve_target(head), (serve_target(head) + bs - 1) / bs, kv->o.n_blocks, bs);
+    double now = llmlab_now() - e->t0, next = serve_next_event(R);
+    if (next < 0 && now - idle_since > 10.0)
+        return llmlab_err_set(err, LLMLAB_EINVAL,
+                              "sched plugin '%s' scheduled nothing for %.0f s while %d requests wait and nothing "
+                              "else can happen (KV pool: %d blocks of %d tokens, %d free)",
+                              e->sched.d->name, now - idle_since, R->n_live, kv->o.n_blocks, bs, kv->n_free);
+    sleep_until(e->t0, next >= 0 && next < now + 1e-3 ? next : now + 1e-3);
+    return LLMLAB_OK;
+}
+
+/* ---- the run ----------------------------------------------------------------------------------- */
+
+static llmlab_status serve_loop(serve_run *R, llmlab_step *st, step_log *steps, llmlab_err *err) {
+    llmlab_engine *e = R->e;
+    llmlab_status r = LLMLAB_OK;
+    double idle_since = -1;
+    while (!r) {
+        double now = llmlab_now() - e->t0;
+        serve_arrivals(R, now);
+        serve_cancellations(R, now);
+        serve_compact(R);
+        if (R->n_done == R->n) break;
+        if (R->n_live == 0) { /* nothing arrived yet: the heap holds the next arrival */
+            sleep_until(e->t0, serve_next_event(R));
+            continue;
+        }
+        int progress = 0;
+        r = iterate(R, st, steps, &progress, err);
+        if (r || progress) {
+            idle_since = -1;
+            continue;
+        }
+        if (idle_since < 0) idle_since = now;
+        r = idle(R, idle_since, err);
+    }
+    return r;
 }
 
 /* The run loop of both modes; prefix (forced mode) is NULL for a normal run. */
@@ -474,73 +566,45 @@ static llmlab_status run_loop(llmlab_engine *e, const llmlab_request *reqs, int 
                               llmlab_run_result **out, llmlab_err *err) {
     *out = NULL;
     llmlab_seq *seqs = calloc((size_t)(n ? n : 1), sizeof *seqs);
-    llmlab_sched_req *view = calloc((size_t)(n ? n : 1), sizeof *view);
-    int *plan = calloc((size_t)(n ? n : 1), sizeof *plan);
-    uint8_t *preempt = calloc((size_t)(n ? n : 1), 1);
+    serve_run R;
     llmlab_step st = {.e = e, .b = llmlab_batch_create(e->token_budget)};
     st.owner = calloc((size_t)e->token_budget, sizeof *st.owner);
     st.row = calloc((size_t)e->token_budget, sizeof *st.row);
     st.masked = calloc((size_t)e->token_budget, 1);
     st.decoders = calloc((size_t)(n ? n : 1), sizeof *st.decoders);
     step_log steps = {0};
-    llmlab_status r = LLMLAB_OK;
-    if (!seqs || !view || !plan || !preempt || !st.b || !st.owner || !st.row || !st.masked || !st.decoders)
+    llmlab_status r = serve_alloc(&R, e, seqs, reqs, n, err);
+    if (!r && (!seqs || !st.b || !st.owner || !st.row || !st.masked || !st.decoders))
         r = llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
     if (!r) r = seqs_init(e, seqs, reqs, n, prefix, err);
+    if (!r) r = serve_queue_init(&R, err);
+    /* Plugins built before ABI 1.3 expect every request in the view. */
+    R.full_view = e->sched.d->abi_major == 1 && e->sched.d->abi_minor < 3;
+    serve_size_swap(e);
     /* A fresh scheduler instance per run: schedulers keep per-run state. */
     if (!r) r = sched_ops(e)->create(&e->sched.self, llmlab_host_table(), e, e->sched.p, err);
     memset(&e->toks, 0, sizeof e->toks);
     e->n_metrics = 0;
     memset(e->step_metrics, 0, sizeof e->step_metrics);
     e->t0 = llmlab_now();
-    int idle_rounds = 0;
-    while (!r) {
-        double now = llmlab_now() - e->t0;
-        int live = 0, ready = 0;
-        for (int i = 0; i < n; i++) {
-            if (seqs[i].state == LLMLAB_REQ_FUTURE && seqs[i].arrival_s <= now) seqs[i].state = LLMLAB_REQ_WAITING;
-            live += seqs[i].state != LLMLAB_REQ_FINISHED;
-            ready += seqs[i].state == LLMLAB_REQ_WAITING || seqs[i].state == LLMLAB_REQ_RUNNING;
-        }
-        if (!live) break;
-        if (!ready) {
-            sleep_until(e->t0, earliest_future(seqs, n));
-            continue;
-        }
-        int progress = 0;
-        r = iterate(e, seqs, n, view, plan, preempt, &st, &steps, &progress, err);
-        if (!r && !progress && ++idle_rounds > 1000 && earliest_future(seqs, n) < 0)
-            r = llmlab_err_set(err, LLMLAB_EINVAL,
-                               "sched plugin '%s' scheduled nothing while requests wait (KV pool of %d blocks "
-                               "may be too small for the next request)",
-                               e->sched.d->name, llmlab_ctx_kv(e->ctx)->o.n_blocks);
-        if (progress) idle_rounds = 0;
-    }
+    if (!r) r = serve_loop(&R, &st, &steps, err);
     double wall = llmlab_now() - e->t0;
-    if (!r) r = collect(e, seqs, n, &steps, wall, out, err);
-    for (int i = 0; i < n; i++) {
-        if (seqs[i].e) seq_release(e, &seqs[i]);
+    if (!r) r = collect(&R, &steps, wall, out, err);
+    for (int i = 0; i < n && seqs; i++) {
+        if (seqs[i].state == LLMLAB_REQ_SWAPPED) llmlab_kv_swap_drop(&e->swap, &seqs[i].swapped);
+        if (seqs[i].e) serve_release(e, &seqs[i]);
         free(seqs[i].tokens);
     }
-    sched_ops(e)->destroy(e->sched.self);
+    if (e->sched.self) sched_ops(e)->destroy(e->sched.self);
     e->sched.self = NULL;
     free(e->toks.req);
     free(e->toks.index);
     free(e->toks.tok);
     free(e->toks.t);
     memset(&e->toks, 0, sizeof e->toks);
-    free(steps.start);
-    free(steps.dt);
-    free(steps.kv_bytes);
-    free(steps.tokens);
-    free(steps.seqs);
-    free(steps.blocks);
-    free(steps.accepted);
-    free(steps.metrics);
+    step_log_free(&steps);
+    serve_free(&R);
     free(seqs);
-    free(view);
-    free(plan);
-    free(preempt);
     free(st.owner);
     free(st.row);
     free(st.masked);

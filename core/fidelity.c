@@ -33,6 +33,9 @@ llmlab_status llmlab_fidelity_engines(const llmlab_model *m, const llmlab_engine
     if (st) return llmlab_err_prefix(err, "fidelity: policy engine");
     llmlab_engine_opts d = *opts;
     d.attention = (llmlab_plugin_choice){"dense", NULL, 0};
+    /* The reference is the unmodified model: quantization is measured against it too. */
+    d.quant = (llmlab_plugin_choice){"none", NULL, 0};
+    d.kv_quant = (llmlab_plugin_choice){NULL, NULL, 0}; /* and f32 KV storage */
     if ((st = llmlab_engine_create(dense, m, &d, err))) {
         llmlab_engine_free(*policy);
         *policy = NULL;
@@ -250,6 +253,7 @@ static llmlab_status run_cat(llmlab_run_result *a, llmlab_run_result *b, llmlab_
               cat(&a->tok_index, ta, b->tok_index, tb, sizeof(int)) || cat(&a->tok_id, ta, b->tok_id, tb, sizeof(int32_t)) ||
               cat(&a->tok_time_s, ta, b->tok_time_s, tb, sizeof(double)) ||
               cat_metrics(&m, names, &n_names, a->metrics, ra, ra ? ra : 1, b, b->metrics, rb, rb ? rb : 1);
+    if (!bad) bad = llmlab_run_result_cat_serving(a, b);
     int n_after_req = n_names;
     n_names = a->n_metrics; /* the same union again, now for the step columns */
     memcpy(names, a->metric_names, sizeof names);

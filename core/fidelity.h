@@ -1,5 +1,6 @@
-/* fidelity.h - how closely an attention/KV policy follows dense attention on
- * the same text, teacher-forced (docs/attention/fidelity.md).
+/* fidelity.h - how closely an attention/KV policy or a quantization scheme
+ * follows the unmodified model on the same text, teacher-forced
+ * (docs/attention/fidelity.md, docs/quantization.md).
  *
  * The texts run through two engines on the same model in forced mode
  * (llmlab_engine_score): the dense reference and the policy.  For every scored
@@ -66,7 +67,8 @@ typedef struct {
 void llmlab_fid_result_free(llmlab_fid_result *f);
 
 /* Creates the pair of engines a fidelity measurement compares: the policy from
- * opts and the dense reference from the same opts with attention "dense". */
+ * opts and the reference from the same opts with attention "dense", quant "none"
+ * and f32 KV storage: the unmodified model. */
 llmlab_status llmlab_fidelity_engines(const llmlab_model *m, const llmlab_engine_opts *opts,
                                       llmlab_engine **dense, llmlab_engine **policy, llmlab_err *err);
 

@@ -111,7 +111,8 @@ llmlab_status llmlab_ctx_create(llmlab_ctx **out, const llmlab_model *m, const l
                          .head_dim = cfg->head_dim,
                          .block_size = o.kv_block_size,
                          .n_blocks = (o.kv_tokens + o.kv_block_size - 1) / o.kv_block_size,
-                         .max_seqs = o.max_seqs};
+                         .max_seqs = o.max_seqs,
+                         .fmt = o.kv_format ? *o.kv_format : (llmlab_kv_format){0}};
     c->kv_tokens = ko.n_blocks * ko.block_size;
     llmlab_status st = llmlab_kv_create(&c->kv, &ko, err);
     if (st) {
@@ -322,9 +323,7 @@ static void rope_store_task(void *arg, int i, int n) {
         llmlab_cpu_rope(q, cfg->n_heads, cfg->head_dim, j->b->pos[i], c->m->rope_inv_freq);
         llmlab_cpu_rope(k, cfg->n_kv_heads, cfg->head_dim, j->b->pos[i], c->m->rope_inv_freq);
     }
-    int seq = j->b->seq[i], slot = c->out.slot[i];
-    memcpy(llmlab_kv_k_row(c->kv, seq, slot, j->layer), k, (size_t)kd * sizeof(float));
-    memcpy(llmlab_kv_v_row(c->kv, seq, slot, j->layer), v, (size_t)kd * sizeof(float));
+    llmlab_kv_write(c->kv, j->b->seq[i], c->out.slot[i], j->layer, k, v); /* in the cache's storage format */
 }
 
 /* The keys of batch token i for one KV head. */
@@ -503,6 +502,24 @@ llmlab_status llmlab_ctx_set_pattern(llmlab_ctx *c, const llmlab_attn_pattern *p
         c->pat.layout = NULL;
         c->pat.layout_blocks = 0;
     }
+    return LLMLAB_OK;
+}
+
+llmlab_status llmlab_ctx_set_kv_format(llmlab_ctx *c, const llmlab_kv_format *f, llmlab_err *err) {
+    for (int s = 0; s < c->kv->o.max_seqs; s++)
+        if (c->kv->seqs[s].active || c->kv->seqs[s].len > 0)
+            return llmlab_err_set(err, LLMLAB_EINVAL, "KV format: the cache already holds sequence %d", s);
+    llmlab_kv_opts o = c->kv->o;
+    o.fmt = f ? *f : (llmlab_kv_format){0};
+    llmlab_kv *kv = NULL;
+    llmlab_status st = llmlab_kv_create(&kv, &o, err);
+    if (!st && llmlab_kv_has_mass(c->kv)) st = llmlab_kv_enable_mass(kv, err);
+    if (st) {
+        llmlab_kv_free(kv);
+        return st;
+    }
+    llmlab_kv_free(c->kv);
+    c->kv = kv;
     return LLMLAB_OK;
 }
 

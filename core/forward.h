@@ -70,6 +70,7 @@ typedef struct {
     int kv_tokens;   /* capacity of the KV pool in token slots; 0: max_seqs * max_pos (capped) */
     int max_seqs;    /* 0: 64 */
     int max_batch;   /* tokens per forward; 0: 512 */
+    const llmlab_kv_format *kv_format; /* KV storage (kv_cache.h); NULL: f32 */
 } llmlab_ctx_opts;
 
 typedef struct llmlab_ctx llmlab_ctx;
@@ -98,6 +99,9 @@ llmlab_status llmlab_ctx_set_skip(llmlab_ctx *ctx, const int *layers, int n, llm
 /* The structured visibility every later forward applies (NULL or block 0: dense).
  * The layout is copied. */
 llmlab_status llmlab_ctx_set_pattern(llmlab_ctx *ctx, const llmlab_attn_pattern *p, llmlab_err *err);
+/* Rebuilds the (empty) KV cache in storage format f (NULL: f32); EINVAL when
+ * a sequence is in it.  Attention mass stays on if it was. */
+llmlab_status llmlab_ctx_set_kv_format(llmlab_ctx *ctx, const llmlab_kv_format *f, llmlab_err *err);
 /* Turns on attention-mass accumulation (kv_cache.h).  Attention then runs one task
  * per (sequence, KV head), rows in batch order, so sums are deterministic, and a
  * sequence with a score-eviction rule whose rows form a chain has the rule

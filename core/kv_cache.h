@@ -24,8 +24,45 @@
  * Blocks are reference-counted: fork shares the parent's blocks, and the first
  * write into a shared block copies it (copy-on-write).
  *
- * Per-block layout, for each layer: K [block_size][n_kv_heads][head_dim] f32,
- * then V with the same shape.  Per-block metadata: [n_lanes][block_size] each.
+ * Storage formats (plugin.h llmlab_kv_format, chosen when the cache is created).
+ * Per-block layout, for each layer: the K region, then the V region.  A region
+ * is [block_size][n_kv_heads] records of one head's row (kernels/cpu/kv_quant.h:
+ * f32, f16, bf16, or int8/int4 codes with their f16 scales per `group` channels),
+ * followed, for keys per channel (KIVI), by [n_kv_heads] blocks of per-channel
+ * f16 scales (and mins).  For f32 a record is head_dim floats, so the block is
+ * exactly the old [block_size][n_kv_heads][head_dim] f32 K, then V.  The pool's
+ * block size is the packed size: llmlab_kv_block_bytes and resident bytes are
+ * the true bytes of the format.  Per-block metadata: [n_lanes][block_size] each.
+ *
+ * Hot blocks (the f32 residual window).  A format is "staged" when it keeps the
+ * newest `residual` slots of a sequence in f32 or quantizes keys per channel
+ * over a block's rows.  Then every block starts hot: besides its packed block it
+ * owns an f32 staging copy ([n_layers][2][block_size][n_kv_heads * head_dim]),
+ * allocated with the block, which writes and reads use.  A block cools -- its
+ * staging is encoded into the packed block and freed -- once it is full, all its
+ * slots are committed and none is among the newest `residual` committed slots
+ * (window: [n_committed - residual, n_committed)).  Why blocks and not a
+ * per-sequence ring of f32 slots: KIVI's per-channel key scales span a block's
+ * rows, so a block can only be quantized when all its rows are there anyway;
+ * block granularity then needs no second copy of slot data, no per-slot "where
+ * is it" lookup in the attention kernel, and fork/copy-on-write, keep, eviction
+ * and compaction stay block operations.  The cost: up to block_size - 1 slots
+ * beyond the window stay f32 (a block cools only whole), and resident bytes
+ * count a hot block's packed block and its staging copy both.
+ *
+ * Cooling happens when slots are committed (commit, keep) and after compaction.
+ * A block shared by fork is cooled in place for every sharer.  truncate re-heats
+ * a cold block that becomes the partly filled last block, so appends always
+ * write f32 rows into hot blocks; per-token formats without residual (int8 per
+ * token, f16, bf16) are not staged: rows are encoded as they are written.
+ *
+ * Moving slots (keep, compact) on packed data: per-token records are copied as
+ * bytes (codes and scales unchanged), so attention after compaction equals
+ * attention before bit for bit; a slot moved from a hot block into a cold one
+ * is encoded on the way.  Keys per channel cannot move alone (their scales are
+ * the destination block's): compaction re-quantizes each cold destination block
+ * whose rows changed, per lane, from the decoded values of the rows it then
+ * holds.  That adds at most half of the new scale step to those keys.
  */
 #ifndef LLMLAB_KV_CACHE_H
 #define LLMLAB_KV_CACHE_H
@@ -35,6 +72,9 @@
 
 #include "llmlab/plugin.h"
 
+/* Longest head a quantized cache decodes on the stack (f32 caches: any). */
+#define LLMLAB_KV_MAX_HEAD_DIM 1024
+
 typedef struct {
     int n_layers;
     int n_kv_heads;
@@ -42,6 +82,7 @@ typedef struct {
     int block_size; /* token slots per block; 0 -> 16 */
     int n_blocks;   /* blocks in the pool */
     int max_seqs;   /* sequence ids are 0 .. max_seqs-1 */
+    llmlab_kv_format fmt; /* storage format; all zero = f32 (group 0 = head_dim) */
 } llmlab_kv_opts;
 
 typedef struct {
@@ -59,9 +100,19 @@ typedef struct {
 typedef struct llmlab_kv {
     llmlab_kv_opts o;
     size_t row_floats;    /* n_kv_heads * head_dim: floats of one slot's K (or V) in one layer */
-    size_t block_floats;  /* floats of one block: n_layers * 2 * block_size * row_floats */
+    size_t block_floats;  /* floats of one block in f32 (an f32 block, a staging copy):
+                             n_layers * 2 * block_size * row_floats */
     int n_lanes;          /* n_layers * n_kv_heads */
-    float *pool;          /* [n_blocks][block_floats] */
+    llmlab_kv_format fmt; /* validated storage format (group resolved) */
+    int staged;           /* blocks start hot (f32 staging) and cool later */
+    size_t rec_bytes[2];  /* K / V bytes of one head's row of one slot (a record) */
+    size_t chan_bytes;    /* per-channel key parameters of one head (KIVI), else 0 */
+    size_t region_bytes[2]; /* K / V bytes of one layer in a block: records, then channel params */
+    size_t block_bytes;   /* packed bytes of one block: n_layers * (K + V region) */
+    uint8_t *pool;        /* [n_blocks][block_bytes] packed storage */
+    float **stage;        /* [n_blocks] hot block's f32 copy [n_layers][2][block_size][row_floats], or NULL */
+    int n_hot;            /* blocks with a staging copy */
+    float *scratch;       /* [block_size][head_dim] re-quantizing a block's keys per channel */
     int32_t *slot_pos;    /* [n_blocks][n_lanes][block_size] position of the token held */
     uint8_t *slot_valid;  /* [n_blocks][n_lanes][block_size] 1 = attendable */
     float *mass;          /* [n_blocks][n_lanes][block_size] or NULL (see enable_mass) */
@@ -130,7 +181,58 @@ int llmlab_kv_len(const llmlab_kv *kv, int seq);
 int llmlab_kv_committed(const llmlab_kv *kv, int seq);
 int llmlab_kv_blocks_used(const llmlab_kv *kv);
 size_t llmlab_kv_block_bytes(const llmlab_kv *kv);
-size_t llmlab_kv_resident_bytes(const llmlab_kv *kv); /* blocks in use * block bytes */
+/* Blocks in use * block bytes, plus the f32 staging copies of hot blocks. */
+size_t llmlab_kv_resident_bytes(const llmlab_kv *kv);
+/* Bytes one slot takes in packed blocks (all layers, K and V, scales included;
+ * per-channel parameters amortised over the block's rows): block_bytes / block_size. */
+double llmlab_kv_bytes_per_token(const llmlab_kv *kv);
+/* "f32", "f16", "bf16", "int8", "int4". */
+const char *llmlab_kv_dtype_name(int dtype);
+/* Checks a format against head_dim; a group of 0 or larger than head_dim becomes
+ * head_dim (a head is then one group). */
+llmlab_status llmlab_kv_format_check(llmlab_kv_format *f, int head_dim, llmlab_err *err);
+
+/* ---- block manager support (the serving loop) ------------------------------------ */
+
+/* Blocks the sequence holds (table entries whose block was not freed by eviction). */
+int llmlab_kv_seq_blocks(const llmlab_kv *kv, int seq);
+/* Fresh blocks an append of n slots to seq would take from the free list (new
+ * blocks, a copy-on-write of a shared last block, a trailing block freed by
+ * eviction); an append succeeds iff this is <= n_free. */
+int llmlab_kv_append_blocks(const llmlab_kv *kv, int seq, int n);
+
+/* Host swap space (preemption by swap, as vLLM's swap_space).  The area is an
+ * account of `total` blocks; a swapped sequence keeps its blocks in one host
+ * buffer of its own.  A swap block holds everything a device block owns: its
+ * bytes (llmlab_kv_block_bytes, whatever the storage format) and its per-slot
+ * metadata (positions, valid bits, attention-mass accumulators). */
+typedef struct {
+    int total, used;       /* blocks */
+    size_t block_bytes;    /* host bytes of one swapped cold block (data + metadata) */
+} llmlab_kv_swap;
+
+/* A sequence's cache while swapped out: its block table and counters as they were. */
+typedef struct {
+    uint8_t *data;         /* [bytes] the held blocks' records in table order */
+    int32_t *table;        /* [n_blocks] index into data, -1 = a block freed by eviction */
+    int n_blocks, n_held;
+    size_t bytes;          /* host bytes held (hot blocks carry their f32 staging copy too) */
+    int len, n_committed, shift, dirty;
+    llmlab_evict_rule rule;
+} llmlab_kv_swapped;
+
+void llmlab_kv_swap_init(llmlab_kv_swap *sw, const llmlab_kv *kv, int total_blocks);
+/* Copies seq's committed cache (no provisional slots allowed) into *out and frees
+ * the sequence on the device.  LLMLAB_ENOKV (nothing changed) when the swap space
+ * lacks room for its blocks. */
+llmlab_status llmlab_kv_swap_out(llmlab_kv *kv, llmlab_kv_swap *sw, int seq, llmlab_kv_swapped *out,
+                                 llmlab_err *err);
+/* Restores *in into the empty sequence seq and releases its swap blocks.
+ * LLMLAB_ENOKV (nothing changed) when the pool lacks in->n_held free blocks. */
+llmlab_status llmlab_kv_swap_in(llmlab_kv *kv, llmlab_kv_swap *sw, llmlab_kv_swapped *in, int seq,
+                                llmlab_err *err);
+/* Releases a swapped cache without restoring it (a cancelled request). */
+void llmlab_kv_swap_drop(llmlab_kv_swap *sw, llmlab_kv_swapped *h);
 
 /* Slot accessors: -1 / NULL when the slot's block was freed. */
 int llmlab_kv_slot_block(const llmlab_kv *kv, int seq, int slot);
@@ -140,8 +242,18 @@ int32_t llmlab_kv_slot_pos(const llmlab_kv *kv, int seq, int slot); /* lane 0's 
 long llmlab_kv_meta(const llmlab_kv *kv, int seq, int slot, int lane);
 int llmlab_kv_lane_valid(const llmlab_kv *kv, int seq, int slot, int lane);
 int32_t llmlab_kv_lane_pos(const llmlab_kv *kv, int seq, int slot, int lane); /* -1: not valid */
-/* K (or V) row [n_kv_heads][head_dim] of a slot in a layer. */
+/* K (or V) row [n_kv_heads][head_dim] of a slot in a layer: f32 caches only
+ * (NULL for other formats; use llmlab_kv_write / llmlab_kv_head). */
 float *llmlab_kv_k_row(const llmlab_kv *kv, int seq, int slot, int layer);
 float *llmlab_kv_v_row(const llmlab_kv *kv, int seq, int slot, int layer);
+/* Stores a slot's K and V rows k[n_kv_heads][head_dim], v[same] of one layer in
+ * the cache's format (the slot must be allocated; its block private). */
+void llmlab_kv_write(llmlab_kv *kv, int seq, int slot, int layer, const float *k, const float *v);
+/* One head's K (which 0) or V (1) of a slot as f32: a pointer into the cache for
+ * f32 storage and hot blocks, else the row decoded into buf[head_dim].  NULL
+ * when the slot's block was freed. */
+const float *llmlab_kv_head(const llmlab_kv *kv, int seq, int slot, int layer, int which, int head, float *buf);
+/* Whether the block holding a slot is hot (has its f32 staging copy). */
+int llmlab_kv_slot_hot(const llmlab_kv *kv, int seq, int slot);
 
 #endif

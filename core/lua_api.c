@@ -18,6 +18,7 @@
 #include "error.h"
 #include "generate.h"
 #include "lua_internal.h"
+#include "lua_sim.h"
 #include "results.h"
 #include "derive.h"
 #include "synth.h"
@@ -214,77 +215,7 @@ static int l_model(lua_State *L) {
     return 1;
 }
 
-/* ---- llmlab.workload ----------------------------------------------------------------- */
-
-/* A workload is a plain Lua table: {requests = {{prompt = {ids...} or "text", max_new = n}, ...}}. */
-static int l_workload(lua_State *L) {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    static const char *const keys[] = {"prompts", "lengths", "max_new", "seed", "vocab", NULL};
-    llmlab_lua_check_keys(L, 1, "llmlab.workload", keys);
-    int has_prompts = lua_getfield(L, 1, "prompts") == LUA_TTABLE;
-    lua_pop(L, 1);
-    int has_lengths = lua_getfield(L, 1, "lengths") == LUA_TTABLE;
-    lua_pop(L, 1);
-    if (has_prompts == has_lengths) return luaL_error(L, "llmlab.workload: give exactly one of 'prompts' or 'lengths'");
-    int max_new_default = 32;
-    int max_new_is_table = lua_getfield(L, 1, "max_new") == LUA_TTABLE;
-    lua_pop(L, 1);
-    if (!max_new_is_table) max_new_default = llmlab_lua_opt_int(L, 1, "max_new", 32);
-    uint64_t seed = (uint64_t)llmlab_lua_opt_int(L, 1, "seed", 0);
-    int vocab = llmlab_lua_opt_int(L, 1, "vocab", 256);
-    if (vocab <= 0) return luaL_error(L, "llmlab.workload: vocab must be positive");
-    lua_getfield(L, 1, has_prompts ? "prompts" : "lengths");
-    int src = lua_gettop(L);
-    lua_Integer n = luaL_len(L, src);
-    lua_newtable(L); /* result */
-    lua_newtable(L); /* requests */
-    llmlab_rng rng;
-    llmlab_rng_seed(&rng, seed, 0xa11ce);
-    for (lua_Integer i = 1; i <= n; i++) {
-        lua_newtable(L); /* one request */
-        lua_geti(L, src, i);
-        if (has_prompts) {
-            if (lua_type(L, -1) == LUA_TSTRING) { /* text: e:run encodes it with the model's tokenizer */
-                if (lua_rawlen(L, -1) == 0) return luaL_error(L, "llmlab.workload: prompt %d is empty", (int)i);
-                lua_pushvalue(L, -1);
-                lua_setfield(L, -3, "prompt");
-                lua_setfield(L, -2, "text");
-            } else if (lua_type(L, -1) == LUA_TTABLE) {
-                lua_setfield(L, -2, "prompt");
-            } else {
-                return luaL_error(L, "llmlab.workload: prompt %d must be a string or a table of token ids", (int)i);
-            }
-        } else {
-            int ok;
-            lua_Integer len = lua_tointegerx(L, -1, &ok);
-            lua_pop(L, 1);
-            if (!ok || len <= 0) return luaL_error(L, "llmlab.workload: length %d must be a positive integer", (int)i);
-            lua_createtable(L, (int)len, 0);
-            for (lua_Integer k = 1; k <= len; k++) {
-                lua_pushinteger(L, (lua_Integer)(llmlab_rng_next(&rng) % (uint64_t)vocab));
-                lua_rawseti(L, -2, k);
-            }
-            lua_setfield(L, -2, "prompt");
-        }
-        int mn = max_new_default;
-        if (max_new_is_table) {
-            lua_getfield(L, 1, "max_new");
-            lua_geti(L, -1, i);
-            int ok;
-            mn = (int)lua_tointegerx(L, -1, &ok);
-            if (!ok) return luaL_error(L, "llmlab.workload: max_new[%d] must be an integer", (int)i);
-            lua_pop(L, 2);
-        }
-        if (mn < 0) return luaL_error(L, "llmlab.workload: max_new must be >= 0");
-        lua_pushinteger(L, mn);
-        lua_setfield(L, -2, "max_new");
-        lua_rawseti(L, -2, i);
-    }
-    lua_setfield(L, -2, "requests");
-    lua_pushstring(L, "workload");
-    lua_setfield(L, -2, "kind");
-    return 1;
-}
+/* llmlab.workload{...} lives in lua_workload.c. */
 
 /* ---- llmlab.plugins / load_plugin ------------------------------------------------- */
 
@@ -378,12 +309,16 @@ static void open_module(lua_State *L, const llmlab_lua_opts *o) {
     lua_pop(L, 1);
     llmlab_lua_open_engine(L);
     llmlab_lua_open_results(L);
+    llmlab_lua_open_sim(L); /* llmlab.simulate, .profile, .capacity (lua_sim.c) */
     static const luaL_Reg fns[] = {{"synth", l_synth},     {"derive", l_derive},     {"model", l_model},
-                                   {"engine", llmlab_lua_engine_new}, {"workload", l_workload},
+                                   {"engine", llmlab_lua_engine_new}, {"workload", llmlab_lua_workload},
                                    {"results", llmlab_lua_results_new}, {"plugins", l_plugins},
                                    {"load_plugin", l_load_plugin}, {"fidelity", llmlab_lua_fidelity},
                                    {"chat", llmlab_lua_chat}, {"prompts", llmlab_lua_prompts},
-                                   {"sweep", llmlab_lua_sweep}, {NULL, NULL}};
+                                   {"sweep", llmlab_lua_sweep}, {"simulate", llmlab_lua_simulate},
+                                   {"profile", llmlab_lua_profile}, {"capacity", llmlab_lua_capacity},
+                                   {"step_error", llmlab_lua_step_error},
+                                   {NULL, NULL}};
     luaL_newlib(L, fns);
     lua_newtable(L);
     for (int i = 0; i < o->n_set; i++) {

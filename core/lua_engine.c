@@ -2,15 +2,18 @@
  * (which also records llmlab.fidelity's results, lua_fidelity.c). */
 #include <lauxlib.h>
 #include <lua.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
 #include "generate.h"
 #include "lua_internal.h"
+#include "lua_sim.h"
 #include "results.h"
 #include "run_record.h"
 #include "tokenizer.h"
+#include "workload.h"
 
 typedef llmlab_lua_engine lua_engine; /* lua_internal.h */
 typedef llmlab_lua_result lua_result;
@@ -86,14 +89,15 @@ static int engine_gc(lua_State *L) {
 int llmlab_lua_engine_new(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     static const char *const keys[] = {"model", "decoding", "attention", "quant", "sched", "seed",
-                                       "kv_tokens", "kv_block_size", "max_seqs", "token_budget", NULL};
+                                       "kv_tokens", "kv_block_size", "max_seqs", "token_budget",
+                                       "watermark", "swap_space", "preempt_mode", "kv_quant", NULL};
     llmlab_lua_check_keys(L, 1, "llmlab.engine", keys);
     lua_getfield(L, 1, "model");
     llmlab_lua_model *m = luaL_testudata(L, -1, "llmlab.model");
     if (!m || !m->m) return luaL_error(L, "llmlab.engine: 'model' must be a model from llmlab.model{...}");
     int model_idx = lua_gettop(L);
     llmlab_lua_opts *ctx = llmlab_lua_ctx(L);
-    choice_values cv[4]; /* values point into Lua strings held by the options table */
+    choice_values cv[5]; /* values point into Lua strings held by the options table */
     llmlab_engine_opts o = {.registry = ctx->registry};
     llmlab_lua_read_choice(L, 1, "decoding", &o.decoding, &cv[0]);
     llmlab_lua_read_choice(L, 1, "attention", &o.attention, &cv[1]);
@@ -103,12 +107,15 @@ int llmlab_lua_engine_new(lua_State *L) {
     o.attention.values = cv[1].v, o.attention.n_values = cv[1].n;
     o.quant.values = cv[2].v, o.quant.n_values = cv[2].n;
     o.sched.values = cv[3].v, o.sched.n_values = cv[3].n;
+    llmlab_lua_read_choice(L, 1, "kv_quant", &o.kv_quant, &cv[4]); /* KV-cache format (engine_kv.c) */
+    o.kv_quant.values = cv[4].v, o.kv_quant.n_values = cv[4].n;
     o.seed = (uint64_t)llmlab_lua_opt_int(L, 1, "seed", 0);
     o.n_threads = m->threads;
     o.kv_tokens = llmlab_lua_opt_int(L, 1, "kv_tokens", 0);
     o.kv_block_size = llmlab_lua_opt_int(L, 1, "kv_block_size", ctx->settings->kv_block_size);
     o.max_seqs = llmlab_lua_opt_int(L, 1, "max_seqs", 0);
     o.token_budget = llmlab_lua_opt_int(L, 1, "token_budget", 0);
+    llmlab_lua_read_serving(L, 1, &o); /* watermark, swap_space, preempt_mode (lua_serve.c) */
     lua_engine *u = lua_newuserdatauv(L, sizeof *u, 1);
     u->e = NULL;
     u->seed = o.seed;
@@ -188,6 +195,10 @@ static int result_gc(lua_State *L) {
     u->r = NULL;
     llmlab_fid_result_free(u->fid);
     u->fid = NULL;
+    free(u->itl);
+    u->itl = NULL;
+    llmlab_workload_free(u->wl);
+    u->wl = NULL;
     return 0;
 }
 
@@ -253,12 +264,12 @@ static int engine_run(lua_State *L) {
         reqs[i].prompt = prompts[i];
         reqs[i].max_new = llmlab_lua_opt_int(L, lua_gettop(L), "max_new", 32);
         reqs[i].arrival_s = llmlab_lua_opt_num(L, lua_gettop(L), "arrival_s", 0.0);
-        reqs[i].stop_at_eos = 0;
+        llmlab_lua_read_request_serving(L, lua_gettop(L), &reqs[i]); /* priority, cancel_after_s, released_by */
+        reqs[i].stop_at_eos = llmlab_lua_opt_bool(L, lua_gettop(L), "stop_at_eos", 0);
         lua_pop(L, 1);
     }
     lua_result *res = lua_newuserdatauv(L, sizeof *res, 1);
-    res->r = NULL;
-    res->fid = NULL;
+    memset(res, 0, sizeof *res);
     luaL_setmetatable(L, "llmlab.result");
     lua_pushvalue(L, 1); /* the result keeps its engine alive for results:write */
     lua_setiuservalue(L, -2, 1);
@@ -267,6 +278,7 @@ static int engine_run(lua_State *L) {
     llmlab_err err = {0};
     llmlab_status st = llmlab_engine_run(u->e, reqs, n, &res->r, &err);
     llmlab_results_utc_now(res->end);
+    if (!st) st = llmlab_workload_from_requests(reqs, n, &res->wl, &err); /* recorded by results:write */
     lua_pushcfunction(L, run_bufs_gc); /* free the buffers now rather than at the next GC */
     lua_pushvalue(L, bufs_idx);
     lua_call(L, 1, 0);
@@ -282,9 +294,12 @@ static int engine_run(lua_State *L) {
     llmlab_lua_setnum(L, "wall_s", r->wall_s);
     llmlab_lua_setnum(L, "output_tok_per_s", r->output_tok_per_s);
     llmlab_lua_setnum(L, "mean_accepted", r->mean_accepted);
+    llmlab_lua_push_serving_summary(L, r); /* preemptions, swaps, cancelled, ... (lua_serve.c) */
     push_metric_totals(L, r);
     lua_setfield(L, -2, "metrics");
     lua_setfield(L, -2, "summary");
+    llmlab_lua_push_run_serving(L, 3, res, llmlab_engine_kv(u->e)->o.n_blocks); /* result.serving (lua_sim.c) */
+    lua_setfield(L, -2, "serving");
     lua_createtable(L, r->n_reqs, 0);
     for (int i = 0; i < r->n_reqs; i++) {
         lua_newtable(L);
@@ -294,6 +309,7 @@ static int engine_run(lua_State *L) {
         llmlab_lua_setnum(L, "ttft_s", r->first_token_s[i] - r->arrival_s[i]);
         llmlab_lua_setnum(L, "latency_s", r->finish_s[i] - r->arrival_s[i]);
         llmlab_lua_setint(L, "target_forwards", r->forwards[i]);
+        llmlab_lua_push_request_serving(L, r, i); /* status, preemptions, swaps (lua_serve.c) */
         push_tokens(L, r->output[i], r->output_len[i]);
         lua_setfield(L, -2, "tokens");
         llmlab_lua_push_text(L, tok, r->output[i], r->output_len[i]);
@@ -311,7 +327,8 @@ static int engine_run(lua_State *L) {
 
 void llmlab_lua_open_engine(lua_State *L) {
     static const luaL_Reg methods[] = {{"generate", engine_generate}, {"run", engine_run},
-                                       {"perplexity", llmlab_lua_engine_perplexity}, {NULL, NULL}};
+                                       {"perplexity", llmlab_lua_engine_perplexity},
+                                       {"weights", llmlab_lua_engine_weights}, {NULL, NULL}};
     luaL_newmetatable(L, "llmlab.engine");
     lua_pushcfunction(L, engine_gc);
     lua_setfield(L, -2, "__gc");
@@ -330,15 +347,46 @@ void llmlab_lua_open_engine(lua_State *L) {
 
 /* ---- llmlab.results(path) ------------------------------------------------------------ */
 
+/* results:write's optional 4th argument {key = number | string | boolean}: numbers
+ * and booleans become columns of the run's one-row `summary` table (so `llmlab
+ * report` groups them like any metric), strings attributes extra/<key>. */
+static llmlab_status write_extra(lua_State *L, int idx, llmlab_run *run, llmlab_err *err) {
+    llmlab_table *t = llmlab_run_table(run, "summary", err);
+    if (!t) return err->code;
+    llmlab_status st = LLMLAB_OK;
+    lua_pushnil(L);
+    while (!st && lua_next(L, idx)) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            lua_pop(L, 2);
+            return llmlab_err_set(err, LLMLAB_EINVAL, "results:write: extra metrics need string keys");
+        }
+        const char *k = lua_tostring(L, -2);
+        char key[160];
+        snprintf(key, sizeof key, "extra/%s", k);
+        if (lua_type(L, -1) == LUA_TNUMBER) st = llmlab_table_append_double(t, k, lua_tonumber(L, -1), err);
+        else if (lua_type(L, -1) == LUA_TBOOLEAN) st = llmlab_table_append_int(t, k, lua_toboolean(L, -1), err);
+        else if (lua_type(L, -1) == LUA_TSTRING) st = llmlab_run_attr_str(run, key, lua_tostring(L, -1), err);
+        else st = llmlab_err_set(err, LLMLAB_EINVAL, "results:write: extra metric '%s' is a %s (numbers, strings "
+                                 "and booleans are recorded)", k, luaL_typename(L, -1));
+        if (!st && llmlab_table_rows(t) != 1)
+            st = llmlab_err_set(err, LLMLAB_EINVAL, "results:write: extra metric '%s' is already a summary column", k);
+        lua_pop(L, 1);
+    }
+    if (st) lua_pop(L, 1); /* the key lua_next left */
+    return st;
+}
+
 static int results_write(lua_State *L) {
     const char *path = luaL_checkstring(L, lua_upvalueindex(1));
     const char *name = luaL_checkstring(L, 2);
     luaL_checktype(L, 3, LUA_TTABLE);
+    if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
     lua_getfield(L, 3, "_run");
     lua_result *res = luaL_testudata(L, -1, "llmlab.result");
     if (!res || !res->r) return luaL_error(L, "results:write: expected the result of e:run(...) or llmlab.fidelity{...}");
     lua_getiuservalue(L, -1, 1);
-    lua_engine *eu = luaL_checkudata(L, -1, "llmlab.engine");
+    llmlab_sim *sim = llmlab_lua_result_sim(L, -1); /* a simulated run (lua_sim.c) */
+    lua_engine *eu = sim ? NULL : luaL_checkudata(L, -1, "llmlab.engine");
     llmlab_lua_opts *ctx = llmlab_lua_ctx(L);
     char *script = NULL;
     FILE *f = fopen(ctx->script_path, "rb");
@@ -353,10 +401,14 @@ static int results_write(lua_State *L) {
     llmlab_err err = {0};
     llmlab_run *run = llmlab_run_create(name, &err);
     llmlab_status st = run ? LLMLAB_OK : err.code;
-    llmlab_record_info info = {ctx->script_path, script, "cpu", ctx->settings->device,
-                               llmlab_engine_threads(eu->e), eu->seed, res->start, res->end};
-    if (!st) st = llmlab_record_run(run, eu->e, res->r, &info, &err);
+    llmlab_record_info info = {ctx->script_path, script, sim ? "simulated" : "cpu", ctx->settings->device,
+                               sim ? 0 : llmlab_engine_threads(eu->e), sim ? llmlab_sim_options(sim)->seed : eu->seed,
+                               res->start, res->end};
+    if (!st && sim) st = llmlab_sim_record(run, sim, res->r, &info, &res->serve, &err);
+    else if (!st) st = llmlab_record_run_serving(run, eu->e, res->r, &info, &res->serve, &err);
     if (!st && res->fid) st = llmlab_fidelity_record(run, res->fid, &err);
+    if (!st && res->wl) st = llmlab_workload_record(run, res->wl->reqs, res->wl->n, &err); /* for replay */
+    if (!st && !lua_isnoneornil(L, 4)) st = write_extra(L, 4, run, &err);
     if (!st) st = llmlab_results_write(path, run, &err);
     llmlab_run_free(run);
     free(script);

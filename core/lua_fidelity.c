@@ -192,7 +192,7 @@ static void push_summary(lua_State *L, const llmlab_fid_result *f, int per_token
 
 /* The engines' options from the table at opts (choices read from holder too). */
 static void read_engine_opts(lua_State *L, int opts, int holder, const llmlab_lua_model *m, llmlab_engine_opts *o,
-                             llmlab_lua_choice_values cv[3]) {
+                             llmlab_lua_choice_values cv[4]) {
     llmlab_lua_opts *ctx = llmlab_lua_ctx(L);
     *o = (llmlab_engine_opts){.registry = ctx->registry};
     llmlab_lua_read_choice(L, holder, "attention", &o->attention, &cv[0]);
@@ -201,6 +201,8 @@ static void read_engine_opts(lua_State *L, int opts, int holder, const llmlab_lu
     o->attention.values = cv[0].v, o->attention.n_values = cv[0].n;
     o->quant.values = cv[1].v, o->quant.n_values = cv[1].n;
     o->sched.values = cv[2].v, o->sched.n_values = cv[2].n;
+    llmlab_lua_read_choice(L, opts, "kv_quant", &o->kv_quant, &cv[3]); /* the reference keeps f32 */
+    o->kv_quant.values = cv[3].v, o->kv_quant.n_values = cv[3].n;
     o->seed = (uint64_t)llmlab_lua_opt_int(L, opts, "seed", 0);
     o->n_threads = llmlab_lua_opt_int(L, opts, "threads", m->threads);
     if (o->n_threads < 0) luaL_error(L, "llmlab.fidelity: threads must be >= 0");
@@ -212,7 +214,7 @@ static void read_engine_opts(lua_State *L, int opts, int holder, const llmlab_lu
 
 int llmlab_lua_fidelity(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
-    static const char *const keys[] = {"model", "attention", "params", "quant", "sched", "seed", "threads",
+    static const char *const keys[] = {"model", "attention", "params", "quant", "kv_quant", "sched", "seed", "threads",
                                        "kv_tokens", "kv_block_size", "max_seqs", "token_budget", "texts",
                                        "workload", "prefix", "ref_bytes", "per_token", NULL};
     llmlab_lua_check_keys(L, 1, "llmlab.fidelity", keys);
@@ -229,7 +231,7 @@ int llmlab_lua_fidelity(lua_State *L) {
     if (!(ref_bytes >= 0)) return luaL_error(L, "llmlab.fidelity: ref_bytes must be >= 0");
     llmlab_fid_opts fo = {(size_t)ref_bytes};
     int per_token = llmlab_lua_opt_bool(L, 1, "per_token", 1);
-    llmlab_lua_choice_values cv[3];
+    llmlab_lua_choice_values cv[4];
     llmlab_engine_opts o;
     read_engine_opts(L, 1, holder, m, &o, cv);
     llmlab_lua_engine *pol = push_engine(L, model_idx, o.seed);

@@ -7,6 +7,7 @@
 #include "engine.h"
 #include "fidelity.h"
 #include "lua_api.h"
+#include "serve_metrics.h"
 
 typedef struct {
     llmlab_model *m;
@@ -25,6 +26,9 @@ typedef struct {
     llmlab_run_result *r;
     char start[32], end[32];
     llmlab_fid_result *fid;  /* llmlab.fidelity's measurement (recorded too), else NULL */
+    llmlab_serve_opts serve; /* the `serving` table's options (e:run, llmlab.simulate: lua_sim.c) */
+    llmlab_itl_hist *itl;    /* llmlab.simulate's ITL histogram (malloc'd), else NULL */
+    struct llmlab_workload *wl; /* the request list e:run ran (recorded for replay), else NULL */
 } llmlab_lua_result;
 
 /* Plugin parameter values read from Lua; they point into Lua strings. */
@@ -59,6 +63,17 @@ int llmlab_lua_model_method(lua_State *L, const char *name);
 int llmlab_lua_chat(lua_State *L);
 int llmlab_lua_prompts(lua_State *L);
 int llmlab_lua_engine_perplexity(lua_State *L);
+/* e:weights() (lua_quant.c). */
+int llmlab_lua_engine_weights(lua_State *L);
+/* Serving options and records (lua_serve.c): llmlab.engine's watermark,
+ * swap_space, preempt_mode; a request table's priority, cancel_after_s,
+ * released_by; the run's serving counters in e:run's summary and requests. */
+void llmlab_lua_read_serving(lua_State *L, int opts, llmlab_engine_opts *o);
+void llmlab_lua_read_request_serving(lua_State *L, int t, llmlab_request *r);
+void llmlab_lua_push_serving_summary(lua_State *L, const llmlab_run_result *r);
+void llmlab_lua_push_request_serving(lua_State *L, const llmlab_run_result *r, int i);
+/* llmlab.workload{...} (lua_workload.c). */
+int llmlab_lua_workload(lua_State *L);
 /* llmlab.fidelity{...} (lua_fidelity.c). */
 int llmlab_lua_fidelity(lua_State *L);
 /* llmlab.sweep{...} (lua_sweep.c). */

@@ -16,6 +16,7 @@
 
 #include "dtype.h"
 #include "error.h"
+#include "gguf.h"
 #include "tokenizer.h"
 
 #define MODEL_MAX_CONFIG (16u << 20)
@@ -174,7 +175,7 @@ static llmlab_status load_weights(llmlab_model *m, llmlab_err *err) {
 /* transformers: inv_freq = 1.0 / (base ** (arange(0, dim, 2).float() / dim)), all
  * float32; then _compute_llama3_parameters, again float32 tensor arithmetic with
  * Python scalars rounded to float32.  -ffp-contract=off keeps the roundings. */
-static void rope_inv_freq(const llmlab_config *c, float *out) {
+void llmlab_rope_inv_freq(const llmlab_config *c, float *out) {
     int half = c->head_dim / 2;
     float base = c->rope_theta;
     for (int i = 0; i < half; i++) {
@@ -263,6 +264,9 @@ void llmlab_model_free(llmlab_model *m) {
     free(m->rope_inv_freq);
     llmlab_tokenizer_free(m->tok);
     llmlab_st_close(&m->st);
+    llmlab_gguf_close(m->gguf);
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
     free(m->path);
     free(m);
 }
@@ -297,7 +301,7 @@ static llmlab_status model_load_into(llmlab_model *m, const char *dir, llmlab_er
     if (!s) {
         m->rope_inv_freq = malloc((size_t)(m->cfg.head_dim / 2) * sizeof *m->rope_inv_freq);
         if (!m->rope_inv_freq) s = llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
-        else rope_inv_freq(&m->cfg, m->rope_inv_freq);
+        else llmlab_rope_inv_freq(&m->cfg, m->rope_inv_freq);
     }
     if (!s) s = model_hash(m, text, len, err);
     if (!s) s = load_tokenizer(m, dir, err);
@@ -307,14 +311,20 @@ static llmlab_status model_load_into(llmlab_model *m, const char *dir, llmlab_er
 
 llmlab_status llmlab_model_load(llmlab_model **out, const char *dir, llmlab_err *err) {
     *out = NULL;
+    char *gguf = NULL; /* a GGUF file instead of a Hugging Face directory (model_gguf.c) */
+    llmlab_status s = llmlab_model_gguf_file(dir, &gguf, err);
+    if (s) return s;
     llmlab_model *m = calloc(1, sizeof *m);
-    if (!m) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
-    m->path = strdup(dir);
+    if (!m) {
+        free(gguf);
+        return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+    }
+    m->path = gguf ? gguf : strdup(dir);
     if (!m->path) {
         free(m);
         return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
     }
-    llmlab_status s = model_load_into(m, dir, err);
+    s = gguf ? llmlab_model_load_gguf(m, err) : model_load_into(m, dir, err);
     if (s) {
         llmlab_model_free(m);
         return s;

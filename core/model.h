@@ -1,7 +1,8 @@
 /* model.h - a loaded Llama-family decoder: config plus views of its weights.
  *
  * Large matrices stay in the memory-mapped safetensors files in their stored dtype
- * (f32, f16 or bf16); small vectors (norms, biases) are converted to owned f32.
+ * (f32, f16 or bf16), or in the mapped GGUF file (also q8_0, q4_0, q4_K blocks);
+ * small vectors (norms, biases) are converted to owned f32.
  */
 #ifndef LLMLAB_MODEL_H
 #define LLMLAB_MODEL_H
@@ -12,6 +13,7 @@
 #include "safetensors.h"
 
 struct llmlab_tokenizer;
+struct llmlab_gguf;
 
 /* A read-only row-major matrix view [rows][cols] in dtype. */
 typedef struct {
@@ -37,7 +39,7 @@ typedef struct {
 
 typedef struct llmlab_model {
     llmlab_config cfg;
-    char *path;            /* model directory, owned */
+    char *path;            /* model directory (or .gguf file), owned */
     llmlab_st_set st;      /* the mapped files */
     llmlab_mat embed;      /* [vocab][dim] */
     llmlab_layer *layers;  /* [n_layers] */
@@ -48,12 +50,28 @@ typedef struct llmlab_model {
     char hash[17];         /* 64-bit FNV-1a of config.json + tensor headers, hex */
     struct llmlab_tokenizer *tok; /* owned: dir/tokenizer.json, else the byte fallback (tokenizer.h);
                                      its vocab_size <= cfg.vocab_size unless it is the fallback */
+    struct llmlab_gguf *gguf; /* the mapped file of a model loaded from GGUF (model_gguf.c), else NULL;
+                                 st is then empty and path names the .gguf file */
+    void **owned;          /* [n_owned] matrices the loader copied (GGUF's un-permuted Q/K rows) */
+    int n_owned;
 } llmlab_model;
 
 /* Loads a Hugging Face model directory (config.json + safetensors, and its
- * tokenizer.json when present).  Every tensor the architecture needs must exist
- * with the shape config.json implies. */
+ * tokenizer.json when present), or a GGUF file (llama.cpp's format, docs/gguf.md):
+ * a path to the file, or a directory holding exactly one *.gguf and no config.json.
+ * Every tensor the architecture needs must exist with the shape the config implies. */
 llmlab_status llmlab_model_load(llmlab_model **out, const char *dir, llmlab_err *err);
 void llmlab_model_free(llmlab_model *m);
+
+/* ---- for the loaders (model.c, model_gguf.c) ------------------------------------ */
+
+/* The GGUF file to load for `path`: *file = a malloc'd path when path is a file or
+ * a directory with exactly one *.gguf and no config.json, else NULL (a Hugging
+ * Face directory).  A directory with several .gguf files is an error. */
+llmlab_status llmlab_model_gguf_file(const char *path, char **file, llmlab_err *err);
+/* Fills m (zeroed, path set to the file) from a GGUF file. */
+llmlab_status llmlab_model_load_gguf(llmlab_model *m, llmlab_err *err);
+/* RoPE inverse frequencies [head_dim/2] of cfg as transformers computes them. */
+void llmlab_rope_inv_freq(const llmlab_config *c, float *out);
 
 #endif

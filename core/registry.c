@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <dlfcn.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +25,7 @@ static size_t min_ops_size(llmlab_plugin_kind k) {
     case LLMLAB_PLUGIN_DECODING: return sizeof(llmlab_decoding_ops);
     case LLMLAB_PLUGIN_ATTENTION: return sizeof(llmlab_attention_ops);
     case LLMLAB_PLUGIN_QUANT: return sizeof(llmlab_quant_ops);
-    case LLMLAB_PLUGIN_SCHED: return sizeof(llmlab_sched_ops);
+    case LLMLAB_PLUGIN_SCHED: return offsetof(llmlab_sched_ops, pick_victim); /* pick_victim: 1.3 */
     }
     return 0;
 }
@@ -41,8 +42,8 @@ static int ops_complete(llmlab_plugin_kind k, const void *ops) {
         return o->create && o->destroy && o->seq_begin && o->seq_end && o->after_step;
     }
     case LLMLAB_PLUGIN_QUANT: {
-        const llmlab_quant_ops *o = ops;
-        return o->create && o->destroy && o->pack && o->unpack && o->matmul;
+        const llmlab_quant_ops *o = ops; /* pack NULL: a KV-cache format only (engine_set_kv_format) */
+        return o->create && o->destroy && (!o->pack || (o->unpack && o->matmul));
     }
     case LLMLAB_PLUGIN_SCHED: {
         const llmlab_sched_ops *o = ops;

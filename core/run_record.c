@@ -7,16 +7,24 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "quant_metrics.h"
+#include "serve_metrics.h"
+
+/* settings/kv_quant: the KV-format plugin (or "none": f32) with its values, and
+ * the storage format it set (kv_dtype, kv_group, ... as the cache uses them). */
+static llmlab_status record_kv_quant(llmlab_run *run, const llmlab_engine *e, llmlab_err *err);
 
 static llmlab_status record_plugins(llmlab_run *run, const llmlab_engine *e, llmlab_err *err) {
     static const llmlab_plugin_kind kinds[] = {LLMLAB_PLUGIN_DECODING, LLMLAB_PLUGIN_ATTENTION,
-                                               LLMLAB_PLUGIN_QUANT, LLMLAB_PLUGIN_SCHED};
+                                               LLMLAB_PLUGIN_QUANT, LLMLAB_PLUGIN_SCHED, LLMLAB_PLUGIN_QUANT};
     llmlab_status st = LLMLAB_OK;
-    for (size_t k = 0; k < 4 && !st; k++) {
-        const llmlab_plugin_desc *d = llmlab_engine_plugin(e, kinds[k]);
-        const llmlab_params *p = llmlab_engine_params(e, kinds[k]);
+    for (size_t k = 0; k < 5 && !st; k++) {
+        const llmlab_plugin_desc *d = k == 4 ? llmlab_engine_kv_plugin(e) : llmlab_engine_plugin(e, kinds[k]);
+        const llmlab_params *p = k == 4 ? llmlab_engine_kv_params(e) : llmlab_engine_params(e, kinds[k]);
         char key[320];
-        const char *kind = llmlab_plugin_kind_name(kinds[k]);
+        const char *kind = k == 4 ? "kv_quant" : llmlab_plugin_kind_name(kinds[k]);
+        if (k == 4 && (st = record_kv_quant(run, e, err))) break;
+        if (!d) break; /* kv_quant: none chosen */
         snprintf(key, sizeof key, "settings/%s/plugin", kind);
         st = llmlab_run_attr_str(run, key, d->name, err);
         snprintf(key, sizeof key, "settings/%s/plugin_version", kind);
@@ -32,6 +40,21 @@ static llmlab_status record_plugins(llmlab_run *run, const llmlab_engine *e, llm
             }
         }
     }
+    return st;
+}
+
+static llmlab_status record_kv_quant(llmlab_run *run, const llmlab_engine *e, llmlab_err *err) {
+    llmlab_kv_format f = llmlab_engine_kv_format(e);
+    const llmlab_plugin_desc *d = llmlab_engine_kv_plugin(e);
+    llmlab_status st = d ? LLMLAB_OK : llmlab_run_attr_str(run, "settings/kv_quant/plugin", "none", err);
+    if (!st) st = llmlab_run_attr_str(run, "settings/kv_quant/kv_dtype", llmlab_kv_dtype_name(f.dtype), err);
+    if (!st) st = llmlab_run_attr_int(run, "settings/kv_quant/kv_group", f.group, err);
+    if (!st) st = llmlab_run_attr_int(run, "settings/kv_quant/kv_key_per_channel", f.key_per_channel, err);
+    if (!st) st = llmlab_run_attr_int(run, "settings/kv_quant/kv_asymmetric", f.asymmetric, err);
+    if (!st) st = llmlab_run_attr_int(run, "settings/kv_quant/kv_residual", f.residual, err);
+    if (!st)
+        st = llmlab_run_attr_double(run, "settings/kv_quant/kv_bytes_per_token",
+                                    llmlab_engine_kv_bytes_per_token(e), err);
     return st;
 }
 
@@ -89,6 +112,44 @@ static llmlab_status metric_columns(llmlab_table *t, const llmlab_run_result *r,
     return st;
 }
 
+/* The serving loop's records (engine.h); a producer that leaves a column NULL
+ * does not get it. */
+static llmlab_status serving_request_columns(llmlab_table *t, const llmlab_run_result *r, size_t n,
+                                             llmlab_err *err) {
+    const int *cols[] = {r->status, r->preemptions, r->recomputed_tokens, r->swaps};
+    const char *names[] = {"status", "preemptions", "recomputed_tokens", "swaps"};
+    const char *units[] = {"", "", "tokens", ""};
+    llmlab_status st = LLMLAB_OK;
+    for (int c = 0; c < 4 && !st; c++)
+        if (cols[c]) st = ints(t, names[c], cols[c], n, units[c], err);
+    return st;
+}
+
+static llmlab_status serving_step_columns(llmlab_table *t, const llmlab_run_result *r, size_t n, llmlab_err *err) {
+    const int *cols[] = {r->step_prefill_tokens, r->step_decode_seqs, r->step_kv_context, r->step_preempted,
+                         r->step_swap_in, r->step_swap_out};
+    const char *names[] = {"prefill_tokens", "decode_seqs", "kv_context", "preempted", "swap_in_blocks",
+                           "swap_out_blocks"};
+    const char *units[] = {"tokens", "sequences", "tokens", "requests", "blocks", "blocks"};
+    llmlab_status st = LLMLAB_OK;
+    for (int c = 0; c < 6 && !st; c++)
+        if (cols[c]) st = ints(t, names[c], cols[c], n, units[c], err);
+    return st;
+}
+
+static llmlab_status serving_summary_columns(llmlab_table *t, const llmlab_run_result *r, llmlab_err *err) {
+    int64_t v[] = {r->preemptions_total, r->recomputed_tokens_total, r->swaps_total, r->cancelled_total};
+    const char *names[] = {"preemptions", "recomputed_tokens", "swaps", "cancelled"};
+    llmlab_status st = LLMLAB_OK;
+    for (int i = 0; i < 4 && !st; i++) {
+        st = llmlab_table_column(t, names[i], LLMLAB_COL_INT, "", err);
+        if (!st) st = llmlab_table_append_int(t, names[i], v[i], err);
+    }
+    if (!st) st = llmlab_table_column(t, "swap_bytes", LLMLAB_COL_DOUBLE, "bytes", err);
+    if (!st) st = llmlab_table_append_double(t, "swap_bytes", r->swap_bytes, err);
+    return st;
+}
+
 static llmlab_status record_tables(llmlab_run *run, const llmlab_run_result *r, llmlab_err *err) {
     size_t n = (size_t)r->n_reqs;
     llmlab_table *t = llmlab_run_table(run, "requests", err);
@@ -101,6 +162,7 @@ static llmlab_status record_tables(llmlab_run *run, const llmlab_run_result *r, 
     if (!st) st = doubles(t, "admit_s", r->admit_s, n, "s", err);
     if (!st) st = doubles(t, "first_token_s", r->first_token_s, n, "s", err);
     if (!st) st = doubles(t, "finish_s", r->finish_s, n, "s", err);
+    if (!st) st = serving_request_columns(t, r, n, err);
     if (!st) st = metric_columns(t, r, r->metrics, n, err);
     if (st) return st;
     size_t s = (size_t)r->n_steps;
@@ -112,6 +174,7 @@ static llmlab_status record_tables(llmlab_run *run, const llmlab_run_result *r, 
     if (!st) st = ints(t, "kv_blocks_used", r->step_kv_blocks, s, "blocks", err);
     if (!st) st = doubles(t, "kv_bytes", r->step_kv_bytes, s, "bytes", err);
     if (!st) st = ints(t, "accepted", r->step_accepted, s, "tokens", err);
+    if (!st) st = serving_step_columns(t, r, s, err);
     if (!st) st = metric_columns(t, r, r->step_metrics, s, err);
     if (st) return st;
     size_t k = (size_t)r->n_tok;
@@ -129,6 +192,7 @@ static llmlab_status record_tables(llmlab_run *run, const llmlab_run_result *r, 
         st = llmlab_table_column(t, names_i[i], LLMLAB_COL_INT, "", err);
         if (!st) st = llmlab_table_append_int(t, names_i[i], row_i[i], err);
     }
+    if (!st) st = serving_summary_columns(t, r, err);
     double row_d[] = {r->wall_s, r->output_tok_per_s, r->mean_accepted};
     const char *names_d[] = {"wall_s", "output_tok_per_s", "mean_accepted"};
     for (int i = 0; i < 3 && !st; i++) {
@@ -146,11 +210,40 @@ static llmlab_status record_tables(llmlab_run *run, const llmlab_run_result *r, 
     return st;
 }
 
+/* The `weights` table: measured for every engine, so a quantized run and its
+ * unquantized baseline carry the same columns (the baseline's errors are 0). */
+static llmlab_status record_weights(llmlab_run *run, const llmlab_engine *e, llmlab_err *err) {
+    llmlab_weight_report *w = NULL;
+    llmlab_status st = llmlab_weight_report_create(e, &w, err);
+    if (!st) st = llmlab_weight_report_record(run, w, err);
+    llmlab_weight_report_free(w);
+    return st;
+}
+
+/* The `serving` table (serve_metrics.h): the options given, the engine's KV pool
+ * for utilization when they leave it out. */
+static llmlab_status record_serving(llmlab_run *run, const llmlab_engine *e, const llmlab_run_result *res,
+                                    const llmlab_serve_opts *given, llmlab_err *err) {
+    llmlab_serve_opts o = given ? *given : (llmlab_serve_opts){0};
+    if (o.kv_blocks_total == 0 && e) o.kv_blocks_total = llmlab_engine_kv((llmlab_engine *)e)->o.n_blocks;
+    llmlab_serve_metrics m;
+    llmlab_status st = llmlab_serve_metrics_compute(res, &o, &m, err);
+    return st ? st : llmlab_serve_metrics_record(run, &m, err);
+}
+
 llmlab_status llmlab_record_run(llmlab_run *run, const llmlab_engine *e, const llmlab_run_result *res,
                                 const llmlab_record_info *info, llmlab_err *err) {
+    return llmlab_record_run_serving(run, e, res, info, NULL, err);
+}
+
+llmlab_status llmlab_record_run_serving(llmlab_run *run, const llmlab_engine *e, const llmlab_run_result *res,
+                                        const llmlab_record_info *info, const llmlab_serve_opts *serve,
+                                        llmlab_err *err) {
     llmlab_status st = record_info(run, info, err);
-    if (!st) st = record_model(run, e, err);
-    if (!st) st = record_plugins(run, e, err);
+    if (!st && e) st = record_model(run, e, err);
+    if (!st && e) st = record_plugins(run, e, err);
     if (!st) st = record_tables(run, res, err);
+    if (!st && e) st = record_weights(run, e, err);
+    if (!st) st = record_serving(run, e, res, serve, err);
     return st;
 }

@@ -17,8 +17,16 @@ typedef struct {
     const char *end_time;
 } llmlab_record_info;
 
-/* Fills run with the engine's settings and the result's tables. */
+/* Fills run with the engine's settings and the result's tables.  e == NULL (a
+ * simulated run, sim.h) leaves the model, plugin and weight records out. */
 llmlab_status llmlab_record_run(llmlab_run *run, const llmlab_engine *e, const llmlab_run_result *res,
                                 const llmlab_record_info *info, llmlab_err *err);
+
+/* The same with the `serving` table's options (percentiles, SLOs; serve_metrics.h);
+ * serve == NULL: the defaults, with the engine's KV pool for utilization. */
+struct llmlab_serve_opts;
+llmlab_status llmlab_record_run_serving(llmlab_run *run, const llmlab_engine *e, const llmlab_run_result *res,
+                                        const llmlab_record_info *info, const struct llmlab_serve_opts *serve,
+                                        llmlab_err *err);
 
 #endif

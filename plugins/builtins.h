@@ -20,8 +20,22 @@ const llmlab_plugin_desc *llmlab_builtin_h2o(uint32_t, uint32_t, const llmlab_ho
 const llmlab_plugin_desc *llmlab_builtin_snapkv(uint32_t, uint32_t, const llmlab_host *);
 const llmlab_plugin_desc *llmlab_builtin_tova(uint32_t, uint32_t, const llmlab_host *);
 const llmlab_plugin_desc *llmlab_builtin_quant_none(uint32_t, uint32_t, const llmlab_host *);
+const llmlab_plugin_desc *llmlab_builtin_quant_int8(uint32_t, uint32_t, const llmlab_host *);
+const llmlab_plugin_desc *llmlab_builtin_quant_int4(uint32_t, uint32_t, const llmlab_host *);
+const llmlab_plugin_desc *llmlab_builtin_quant_fp8(uint32_t, uint32_t, const llmlab_host *);
+const llmlab_plugin_desc *llmlab_builtin_kv_f16(uint32_t, uint32_t, const llmlab_host *);
+const llmlab_plugin_desc *llmlab_builtin_kv_int8(uint32_t, uint32_t, const llmlab_host *);
+const llmlab_plugin_desc *llmlab_builtin_kv_int4(uint32_t, uint32_t, const llmlab_host *);
+const llmlab_plugin_desc *llmlab_builtin_awq(uint32_t, uint32_t, const llmlab_host *);
+const llmlab_plugin_desc *llmlab_builtin_gptq(uint32_t, uint32_t, const llmlab_host *);
+const llmlab_plugin_desc *llmlab_builtin_smoothquant(uint32_t, uint32_t, const llmlab_host *);
 const llmlab_plugin_desc *llmlab_builtin_fcfs(uint32_t, uint32_t, const llmlab_host *);
 const llmlab_plugin_desc *llmlab_builtin_continuous(uint32_t, uint32_t, const llmlab_host *);
+const llmlab_plugin_desc *llmlab_builtin_static(uint32_t, uint32_t, const llmlab_host *);
+const llmlab_plugin_desc *llmlab_builtin_chunked_prefill(uint32_t, uint32_t, const llmlab_host *);
+const llmlab_plugin_desc *llmlab_builtin_priority(uint32_t, uint32_t, const llmlab_host *);
+const llmlab_plugin_desc *llmlab_builtin_mlfq(uint32_t, uint32_t, const llmlab_host *);
+const llmlab_plugin_desc *llmlab_builtin_sjf(uint32_t, uint32_t, const llmlab_host *);
 
 /* NULL-terminated list, in registration order. */
 extern const llmlab_plugin_entry_fn llmlab_builtin_plugins[];

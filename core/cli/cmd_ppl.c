@@ -25,13 +25,14 @@ typedef struct {
 typedef struct {
     const char *model_dir, *file, *out, *name;
     int ctx, stride, bos, threads, batch;
-    plugin_arg attention, quant;
+    plugin_arg attention, quant, kv_quant;
 } ppl_args;
 
 static void ppl_usage(FILE *f) {
     fprintf(f,
             "usage: llmlab ppl -m MODEL_DIR -f TEXT_FILE [--ctx N] [--stride S] [--no-bos]\n"
-            "         [--attention 'NAME k=v ...'] [--quant 'NAME k=v ...'] [--threads N] [--batch B]\n"
+            "         [--attention 'NAME k=v ...'] [--quant 'NAME k=v ...'] [--kv-quant 'NAME k=v ...']\n"
+            "         [--threads N] [--batch B]\n"
             "         [-o OUT.h5 [--name RUN]]\n"
             "  -f FILE       the text (bytes, encoded with the model's tokenizer)\n"
             "  --ctx N       tokens per window (default: min(max_position_embeddings, %d))\n"
@@ -40,6 +41,7 @@ static void ppl_usage(FILE *f) {
             "  --no-bos      do not put the tokenizer's BOS in front of the text\n"
             "  --attention P an attention plugin with its values, e.g. 'window window=256'\n"
             "  --quant P     a quant plugin with its values\n"
+            "  --kv-quant P  a KV-cache format, e.g. 'kv_int8' or 'kv_int4 residual=64' (default f32)\n"
             "  --batch B     windows scored together (default 16)\n"
             "  -o FILE       add the run (settings, per-token NLLs) to an HDF5 results file\n"
             "  --name RUN    the run's name in that file (default \"ppl\")\n",
@@ -78,9 +80,10 @@ static int parse_args(int argc, char **argv, ppl_args *a) {
         else if (!strcmp(o, "--threads")) { VAL(); if (llmlab_arg_int(C, o, v, 1, 4096, &a->threads)) return 2; }
         else if (!strcmp(o, "--batch")) { VAL(); if (llmlab_arg_int(C, o, v, 1, 1024, &a->batch)) return 2; }
         else if (!strcmp(o, "--no-bos")) a->bos = 0;
-        else if (!strcmp(o, "--attention") || !strcmp(o, "--quant")) {
+        else if (!strcmp(o, "--attention") || !strcmp(o, "--quant") || !strcmp(o, "--kv-quant")) {
             VAL();
-            if (parse_plugin(!strcmp(o, "--quant") ? &a->quant : &a->attention, v)) {
+            plugin_arg *p = !strcmp(o, "--quant") ? &a->quant : !strcmp(o, "--kv-quant") ? &a->kv_quant : &a->attention;
+            if (parse_plugin(p, v)) {
                 fprintf(stderr, "llmlab ppl: bad %s '%s' (NAME key=value ..., at most %d values)\n", o, v,
                         PPL_MAX_VALUES);
                 return 2;
@@ -150,6 +153,7 @@ static llmlab_engine_opts engine_opts(const ppl_args *a, const llmlab_registry *
                             .kv_tokens = a->batch * (ctx + 16), .sched = {"continuous", NULL, 0}};
     if (a->attention.choice.name) o.attention = a->attention.choice;
     if (a->quant.choice.name) o.quant = a->quant.choice;
+    if (a->kv_quant.choice.name) o.kv_quant = a->kv_quant.choice;
     return o;
 }
 

@@ -13,6 +13,8 @@
 
 #include "core/cli/commands.h"
 #include "core/dtype.h"
+#include "core/gguf_write.h"
+#include "core/model.h"
 #include "core/synth.h"
 
 static void synth_usage(FILE *f) {
@@ -31,6 +33,8 @@ static void synth_usage(FILE *f) {
             "  --tie               tie the LM head to the embedding\n"
             "  --qkv-bias          q/k/v projection biases (Qwen2 layout)\n"
             "  --shards N          write N shards + model.safetensors.index.json\n"
+            "  --gguf TYPE         also write OUT_DIR/model.TYPE.gguf, the same weights as a GGUF file\n"
+            "                      (f32 | f16 | bf16 | q8_0 | q4_0 | q4_k; `llmlab convert` does the same)\n"
             "  --medusa K          also write OUT_DIR/medusa_lm_head.safetensors: K random Medusa heads\n"
             "                      (one ResBlock each, Medusa's layout, the model's dtype; for the\n"
             "                      medusa decoding plugin; train real ones with `llmlab train-medusa`)\n");
@@ -85,6 +89,8 @@ typedef struct {
     llmlab_synth_opts o;
     int head_dim_given;
     const char *dir;
+    int gguf;               /* --gguf given */
+    llmlab_dtype gguf_type;
 } synth_args;
 
 /* One option with a value; returns 0, or -1 after printing a message. */
@@ -107,6 +113,14 @@ static int apply_valued(synth_args *a, const char *name, const char *v) {
     if (!strcmp(name, "--head-dim")) {
         a->head_dim_given = 1;
         return parse_int(name, v, 2, M, &c->head_dim);
+    }
+    if (!strcmp(name, "--gguf")) {
+        a->gguf = 1;
+        if (llmlab_gguf_parse_type(v, &a->gguf_type)) {
+            fprintf(stderr, "llmlab synth: --gguf: '%s' is not f32, f16, bf16, q8_0, q4_0 or q4_k\n", v);
+            return -1;
+        }
+        return 0;
     }
     if (!strcmp(name, "--dtype")) {
         if (llmlab_dtype_parse(v, &a->o.dtype)) {
@@ -134,7 +148,7 @@ static int is_valued(const char *name) {
     static const char *const known[] = {"--preset", "--arch", "--vocab", "--dim", "--layers", "--heads",
                                         "--kv-heads", "--ffn", "--head-dim", "--max-pos", "--rope-theta",
                                         "--eps", "--sliding-window", "--dtype", "--seed", "--shards",
-                                        "--medusa"};
+                                        "--medusa", "--gguf"};
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         if (!strcmp(name, known[i])) return 1;
     return 0;
@@ -199,6 +213,27 @@ static void show_progress(void *ud, uint64_t done, uint64_t total) {
     fflush(stderr);
 }
 
+/* --gguf: the model just written, loaded back and written as OUT_DIR/model.TYPE.gguf. */
+static int write_gguf(const synth_args *a, int tty) {
+    size_t n = strlen(a->dir) + 32;
+    char *path = malloc(n);
+    llmlab_model *m = NULL;
+    llmlab_err err = {0};
+    int rc = 1;
+    if (!path) {
+        fprintf(stderr, "llmlab synth: out of memory\n");
+        return 1;
+    }
+    snprintf(path, n, "%s/model.%s.gguf", a->dir, llmlab_dtype_name(a->gguf_type));
+    llmlab_gguf_write_opts o = {.type = a->gguf_type, .progress = tty ? show_progress : NULL};
+    if (llmlab_model_load(&m, a->dir, &err) || llmlab_gguf_write_model(m, path, &o, &err))
+        fprintf(stderr, "llmlab synth: --gguf: %s\n", err.msg);
+    else rc = 0, printf("wrote %s\n", path);
+    llmlab_model_free(m);
+    free(path);
+    return rc;
+}
+
 int llmlab_cmd_synth(int argc, char **argv) {
     synth_args a;
     int rc = parse_args(&a, argc, argv);
@@ -241,5 +276,5 @@ int llmlab_cmd_synth(int argc, char **argv) {
     printf("wrote %s (%llu parameters)\n", a.dir, (unsigned long long)llmlab_synth_param_count(&check));
     if (a.o.medusa_heads > 0)
         printf("wrote %s/medusa_lm_head.safetensors (%d Medusa heads)\n", a.dir, a.o.medusa_heads);
-    return 0;
+    return a.gguf ? write_gguf(&a, tty) : 0;
 }

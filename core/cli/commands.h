@@ -9,13 +9,18 @@ int llmlab_cmd_ppl(int argc, char **argv);
 int llmlab_cmd_synth(int argc, char **argv);
 int llmlab_cmd_train_medusa(int argc, char **argv);
 int llmlab_cmd_derive(int argc, char **argv);
+int llmlab_cmd_convert(int argc, char **argv);
 int llmlab_cmd_bench(int argc, char **argv);
 int llmlab_cmd_bench_policy(int argc, char **argv);
 int llmlab_cmd_bench_tokenizer(int argc, char **argv);
+int llmlab_cmd_bench_quant(int argc, char **argv);
+int llmlab_cmd_bench_cuda_quant(int argc, char **argv);
 int llmlab_cmd_run(int argc, char **argv);
 int llmlab_cmd_plugins(int argc, char **argv);
 int llmlab_cmd_sweep(int argc, char **argv);
 int llmlab_cmd_merge(int argc, char **argv);
 int llmlab_cmd_report(int argc, char **argv);
+int llmlab_cmd_profile(int argc, char **argv);
+int llmlab_cmd_capacity(int argc, char **argv);
 
 #endif

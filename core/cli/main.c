@@ -24,9 +24,14 @@ static const command commands[] = {
     {"synth", llmlab_cmd_synth, "write a seeded random-weight model in Hugging Face layout"},
     {"train-medusa", llmlab_cmd_train_medusa, "train Medusa heads for a model (CPU), for the medusa plugin"},
     {"derive", llmlab_cmd_derive, "copy a model keeping its first layers and/or in another dtype (drafts)"},
+    {"convert", llmlab_cmd_convert, "write a model as a GGUF file (f32, f16, bf16, q8_0, q4_0, q4_k) for llama.cpp"},
     {"bench", llmlab_cmd_bench, "measure prefill/decode speed against memory bandwidth"},
     {"bench-policy", llmlab_cmd_bench_policy, "cost of attention/KV policies per decode step vs dense"},
     {"bench-tokenizer", llmlab_cmd_bench_tokenizer, "encode/decode speed of a tokenizer on a text file (MB/s)"},
+    {"bench-quant", llmlab_cmd_bench_quant, "packed-weight matmul speed per format vs f16/f32 dense and bandwidth"},
+    {"bench-cuda-quant", llmlab_cmd_bench_cuda_quant, "CUDA GEMV/GEMM speed per packed format vs bf16 and copy bandwidth"},
+    {"profile", llmlab_cmd_profile, "time iteration compositions and fit the simulator's cost model"},
+    {"capacity", llmlab_cmd_capacity, "largest request rate meeting SLOs (simulated or real executor)"},
 };
 
 static void usage(FILE *f) {

@@ -19,7 +19,10 @@
 
 /* y[m][n] = sum_k x[m][k] * W[n][k]  for m < M, n < N.
  *   y: [M][N] f32 (row stride N), x: [M][K] f32 (row stride K),
- *   W: [N][K] in wtype (f32, f16 or bf16), row-major as stored in safetensors.
+ *   W: [N][K] in wtype (f32, f16 or bf16), row-major as stored in safetensors,
+ *      or a GGUF block type (Q8_0, Q4_0, Q4_K; K a multiple of the block): those
+ *      run the packed-format kernels of quant.h (activations quantized to int8
+ *      blocks of 32, as llama.cpp does).
  * f32 accumulation.  tp may be NULL (single thread). */
 void llmlab_cpu_matmul(float *y, const float *x, const void *W, llmlab_dtype wtype,
                        int M, int N, int K, llmlab_threadpool *tp);
@@ -28,7 +31,8 @@ void llmlab_cpu_matmul(float *y, const float *x, const void *W, llmlab_dtype wty
 void llmlab_cpu_matmul_ref(float *y, const float *x, const void *W, llmlab_dtype wtype,
                            int M, int N, int K);
 
-/* Gathers row `row` of W ([rows][K] in wtype) into out[K] as f32 (embedding lookup). */
+/* Gathers row `row` of W ([rows][K] in wtype, block types too) into out[K] as f32
+ * (embedding lookup). */
 void llmlab_cpu_row_to_f32(float *out, const void *W, llmlab_dtype wtype, int64_t row, int K);
 
 /* Measured read bandwidth of this machine in bytes/s: every thread of tp streams

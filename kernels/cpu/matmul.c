@@ -19,11 +19,13 @@
  */
 #include "kernels.h"
 
+#include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../../core/dtype.h"
+#include "quant.h"
 #include "simd.h"
 
 /* ---- dispatch ---------------------------------------------------------------- */
@@ -300,6 +302,17 @@ LLMLAB_SIMD_FN static void matmul_task_bf16(void *ctx, int task, int n_tasks) {
 void llmlab_cpu_matmul(float *y, const float *x, const void *W, llmlab_dtype wtype, int M, int N,
                        int K, llmlab_threadpool *tp) {
     if (M <= 0 || N <= 0) return;
+    if (llmlab_dtype_block(wtype) > 1) { /* GGUF block weights: the packed-format kernels */
+        llmlab_qmat q;
+        if (llmlab_qmat_wrap(&q, wtype, W, N, K, NULL) != LLMLAB_OK) {
+            /* K not whole blocks: the loader refuses such tensors; poison the
+             * output rather than read past a row. */
+            for (size_t i = 0; i < (size_t)M * (size_t)N; i++) y[i] = NAN;
+            return;
+        }
+        llmlab_qmat_matmul(&q, y, x, M, tp);
+        return;
+    }
     matmul_ctx c = {.y = y, .x = x, .W = W, .wtype = wtype, .M = M, .N = N, .K = K,
                     .w_row_bytes = (size_t)K * llmlab_dtype_size(wtype)};
     /* Decode (M < 4) streams each weight row once, so one long K pass keeps the
@@ -329,6 +342,15 @@ LLMLAB_SIMD_FN static void row_to_f32_avx2(float *out, const char *w, llmlab_dty
 #endif
 
 void llmlab_cpu_row_to_f32(float *out, const void *W, llmlab_dtype wtype, int64_t row, int K) {
+    if (llmlab_dtype_block(wtype) > 1) { /* a quantized token_embd row */
+        llmlab_qmat q;
+        if (llmlab_qmat_wrap(&q, wtype, W, row + 1, K, NULL) != LLMLAB_OK) {
+            for (int k = 0; k < K; k++) out[k] = NAN;
+            return;
+        }
+        llmlab_qmat_dequant_rows(&q, row, 1, out);
+        return;
+    }
     const char *w = (const char *)W + (size_t)row * (size_t)K * llmlab_dtype_size(wtype);
     if (wtype == LLMLAB_DTYPE_F32) {
         memcpy(out, w, (size_t)K * 4);

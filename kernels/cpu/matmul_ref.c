@@ -3,9 +3,11 @@
  * with |y - ref| <= atol + rtol*|ref|; it is never on a hot path. */
 #include "kernels.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "../../core/dtype.h"
+#include "quant.h"
 
 /* Element k of a weight row, read with memcpy so no alignment is assumed. */
 static float ref_weight(const char *row, int k, llmlab_dtype t) {
@@ -21,6 +23,15 @@ static float ref_weight(const char *row, int k, llmlab_dtype t) {
 
 void llmlab_cpu_matmul_ref(float *y, const float *x, const void *W, llmlab_dtype wtype, int M,
                            int N, int K) {
+    if (llmlab_dtype_block(wtype) > 1) { /* GGUF blocks: the packed-format reference */
+        llmlab_qmat q;
+        if (llmlab_qmat_wrap(&q, wtype, W, N, K, NULL) != LLMLAB_OK) {
+            for (size_t i = 0; i < (size_t)M * (size_t)N; i++) y[i] = NAN;
+            return;
+        }
+        llmlab_qmat_matmul_ref(&q, y, x, M);
+        return;
+    }
     size_t row_bytes = (size_t)K * llmlab_dtype_size(wtype);
     for (int m = 0; m < M; m++) {
         for (int n = 0; n < N; n++) {

@@ -92,6 +92,17 @@ static int count_visible(const llmlab_attn_keys *keys) {
     return n;
 }
 
+/* A slot's key (which 0) or value (1) head as f32.  f32 storage: the cache's
+ * own floats, read as always; other formats: the row decoded into buf (the
+ * decoders are exact, so this is f32 attention over the decoded K/V). */
+static inline const float *head_of(const llmlab_attn_keys *keys, int slot, int which, size_t hoff, float *buf) {
+    const llmlab_kv *kv = keys->kv;
+    if (kv->fmt.dtype == LLMLAB_KV_F32)
+        return (which ? llmlab_kv_v_row(kv, keys->seq, slot, keys->layer) : llmlab_kv_k_row(kv, keys->seq, slot, keys->layer)) +
+               hoff;
+    return llmlab_kv_head(kv, keys->seq, slot, keys->layer, which, keys->kv_head, buf);
+}
+
 /* rope_shifted: the key of rank i is rotated at position i (into buf). */
 static const float *key_at_rank(const llmlab_attn_keys *keys, const float *k, int rank, int head_dim, float *buf) {
     if (!keys->inv_freq) return k;
@@ -103,14 +114,13 @@ static const float *key_at_rank(const llmlab_attn_keys *keys, const float *k, in
 void llmlab_cpu_attention(float *out, const float *q, int head_dim, const llmlab_attn_keys *keys,
                           float scale, float *scores, float *mass) {
     const size_t hoff = (size_t)keys->kv_head * (size_t)head_dim;
-    float qbuf[LLMLAB_MAX_HEAD_DIM], kbuf[LLMLAB_MAX_HEAD_DIM];
+    float qbuf[LLMLAB_MAX_HEAD_DIM], kbuf[LLMLAB_MAX_HEAD_DIM], dbuf[LLMLAB_KV_MAX_HEAD_DIM];
     if (keys->inv_freq) /* StreamingLLM: the query sits at its rank, the last visible key */
         q = key_at_rank(keys, q, count_visible(keys) - 1, head_dim, qbuf);
     int n = 0;
     float mx = -INFINITY;
     FOR_EACH_KEY(keys, slot, i, {
-        const float *k = key_at_rank(keys, llmlab_kv_k_row(keys->kv, keys->seq, slot, keys->layer) + hoff, i,
-                                     head_dim, kbuf);
+        const float *k = key_at_rank(keys, head_of(keys, slot, 0, hoff, dbuf), i, head_dim, kbuf);
         float s = llmlab_cpu_dot(q, k, head_dim) * scale;
         scores[i] = s;
         if (s > mx) mx = s;
@@ -125,7 +135,7 @@ void llmlab_cpu_attention(float *out, const float *q, int head_dim, const llmlab
     }
     float inv = 1.0f / sum;
     FOR_EACH_KEY(keys, slot, i, {
-        const float *v = llmlab_kv_v_row(keys->kv, keys->seq, slot, keys->layer) + hoff;
+        const float *v = head_of(keys, slot, 1, hoff, dbuf);
         float p = scores[i] * inv;
         for (int d = 0; d < head_dim; d++) out[d] += p * v[d];
         if (mass) mass[slot] += p;
@@ -135,12 +145,12 @@ void llmlab_cpu_attention(float *out, const float *q, int head_dim, const llmlab
 void llmlab_cpu_attention_ref(float *out, const float *q, int head_dim,
                               const llmlab_attn_keys *keys, float scale) {
     const size_t hoff = (size_t)keys->kv_head * (size_t)head_dim;
-    float qbuf[LLMLAB_MAX_HEAD_DIM], kbuf[LLMLAB_MAX_HEAD_DIM];
+    float qbuf[LLMLAB_MAX_HEAD_DIM], kbuf[LLMLAB_MAX_HEAD_DIM], dbuf[LLMLAB_KV_MAX_HEAD_DIM],
+        vbuf[LLMLAB_KV_MAX_HEAD_DIM];
     if (keys->inv_freq) q = key_at_rank(keys, q, count_visible(keys) - 1, head_dim, qbuf);
     double mx = -INFINITY, sum = 0.0;
     FOR_EACH_KEY(keys, slot, i, {
-        const float *k = key_at_rank(keys, llmlab_kv_k_row(keys->kv, keys->seq, slot, keys->layer) + hoff, i,
-                                     head_dim, kbuf);
+        const float *k = key_at_rank(keys, head_of(keys, slot, 0, hoff, dbuf), i, head_dim, kbuf);
         double s = 0.0;
         for (int d = 0; d < head_dim; d++) s += (double)q[d] * k[d];
         s *= scale;
@@ -149,9 +159,8 @@ void llmlab_cpu_attention_ref(float *out, const float *q, int head_dim,
     });
     double acc[1024] = {0};
     FOR_EACH_KEY(keys, slot, i, {
-        const float *k = key_at_rank(keys, llmlab_kv_k_row(keys->kv, keys->seq, slot, keys->layer) + hoff, i,
-                                     head_dim, kbuf);
-        const float *v = llmlab_kv_v_row(keys->kv, keys->seq, slot, keys->layer) + hoff;
+        const float *k = key_at_rank(keys, head_of(keys, slot, 0, hoff, dbuf), i, head_dim, kbuf);
+        const float *v = head_of(keys, slot, 1, hoff, vbuf);
         double s = 0.0;
         for (int d = 0; d < head_dim; d++) s += (double)q[d] * k[d];
         double p = exp(s * scale - mx);

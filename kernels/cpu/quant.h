@@ -64,6 +64,14 @@ double llmlab_qmat_bits(const llmlab_qmat *q); /* 8 * bytes / (rows * cols) */
 llmlab_status llmlab_qmat_pack(llmlab_qmat *q, llmlab_qformat f, const float *W, int64_t rows, int64_t cols,
                                int group, int per_row, const float *in_scale, llmlab_err *err);
 
+/* The same, reading W through read(ctx, row0, n, out[n][cols]) in chunks of rows,
+ * so a large matrix is never held as f32 in full (plugins pass the host's
+ * weight_rows; FP8 per tensor reads the rows twice: the scale, then the codes). */
+typedef void (*llmlab_qmat_rows_fn)(void *ctx, int64_t row0, int64_t n, float *out);
+llmlab_status llmlab_qmat_pack_rows(llmlab_qmat *q, llmlab_qformat f, llmlab_qmat_rows_fn read, void *ctx,
+                                    int64_t rows, int64_t cols, int group, int per_row, const float *in_scale,
+                                    llmlab_err *err);
+
 /* Wraps GGUF block data in place (no copy, owns_data = 0): dtype Q8_0, Q4_0 or Q4_K. */
 llmlab_status llmlab_qmat_wrap(llmlab_qmat *q, llmlab_dtype dtype, const void *data, int64_t rows, int64_t cols,
                                llmlab_err *err);

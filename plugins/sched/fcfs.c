@@ -1,18 +1,25 @@
 /* fcfs.c - first come, first served with static (request-level) batching.
  *
- * When nothing runs, admit up to max_batch arrived requests in arrival order
- * (while their whole prompt + max_new fits in the free KV blocks); run them
- * until every one of them finishes; only then admit the next batch.  Prompts are
- * prefilled whole when the token budget allows, else in budget-sized chunks.
- * This is the simplest baseline; continuous batching and the others live in the
- * serving issue's plugins. */
+ * When no member of the current batch is left, admit up to max_batch arrived
+ * requests in arrival order while their whole prompt + max_new fits in the free
+ * KV blocks less the watermark (the first one is admitted even when it does not:
+ * the engine then preempts or names it as too large); run them until every one
+ * of them finishes; only then admit the next batch.  Prompts are prefilled whole
+ * when the token budget allows, else in budget-sized chunks.  A member the
+ * engine preempts stays a member and resumes.  This is the simplest baseline;
+ * continuous batching and the others live in their own plugins.
+ *
+ * State is kept by request id: since ABI 1.3 the view lists only live requests,
+ * so view indices change from one iteration to the next. */
+#include <stdlib.h>
+
 #include "llmlab/plugin.h"
 #include "plugins/builtins.h"
 
 typedef struct {
     const llmlab_host *h;
     int max_batch;
-    int *members;  /* [max_batch] indices (into the view) of the current static batch */
+    int *members;  /* [max_batch] request ids of the current static batch, ascending */
     int n_members;
 } fcfs_state;
 
@@ -38,6 +45,15 @@ static void fcfs_destroy(void *self) {
     s->h->free(s);
 }
 
+static int cmp_int(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+static int is_member(const fcfs_state *s, int id) {
+    return bsearch(&id, s->members, (size_t)s->n_members, sizeof(int), cmp_int) != NULL;
+}
+
 /* KV the request can need: its tokens plus the provisional slots of one step. */
 static int blocks_for(const llmlab_sched_req *r, const llmlab_sched_view *v) {
     return (r->prompt_len + r->max_new + v->decode_tokens + v->kv_block_size - 1) / v->kv_block_size;
@@ -45,37 +61,40 @@ static int blocks_for(const llmlab_sched_req *r, const llmlab_sched_view *v) {
 
 /* Forms the next static batch: arrived requests in arrival order while they fit. */
 static void form_batch(fcfs_state *s, const llmlab_sched_view *v) {
-    int free_blocks = v->kv_blocks_free;
+    int free_blocks = v->kv_blocks_free - v->watermark_blocks;
     s->n_members = 0;
     for (int i = 0; i < v->n_reqs && s->n_members < s->max_batch && s->n_members < v->max_seqs; i++) {
         const llmlab_sched_req *r = &v->reqs[i];
         if (r->state != LLMLAB_REQ_WAITING) continue;
         int need = blocks_for(r, v);
-        if (need > free_blocks) break; /* first come, first served: never jump the queue */
+        if (need > free_blocks && s->n_members > 0) break; /* first come, first served: never jump the queue */
         free_blocks -= need;
-        s->members[s->n_members++] = i;
+        s->members[s->n_members++] = r->id;
     }
+    qsort(s->members, (size_t)s->n_members, sizeof(int), cmp_int);
 }
 
 static llmlab_status fcfs_schedule(void *self, const llmlab_sched_view *v, llmlab_sched_plan *plan,
                                    llmlab_err *err) {
     fcfs_state *s = self;
     int live = 0;
-    for (int k = 0; k < s->n_members; k++) live += v->reqs[s->members[k]].state != LLMLAB_REQ_FINISHED;
+    for (int i = 0; i < v->n_reqs; i++)
+        live += v->reqs[i].state != LLMLAB_REQ_FINISHED && v->reqs[i].state != LLMLAB_REQ_FUTURE &&
+                is_member(s, v->reqs[i].id);
     if (live == 0) form_batch(s, v);
     int budget = v->token_budget;
-    for (int k = 0; k < s->n_members && budget > 0; k++) {
-        const llmlab_sched_req *r = &v->reqs[s->members[k]];
-        if (r->state == LLMLAB_REQ_FINISHED) continue;
-        int want = r->target - r->computed; /* prompt tokens still to prefill */
+    for (int i = 0; i < v->n_reqs && budget > 0; i++) { /* members in arrival order */
+        const llmlab_sched_req *r = &v->reqs[i];
+        if (r->state == LLMLAB_REQ_FINISHED || r->state == LLMLAB_REQ_FUTURE || !is_member(s, r->id)) continue;
+        int want = r->target - r->computed; /* prompt (or recompute) tokens still to prefill */
         if (want <= 0) {                    /* decode: one step, drafts included */
             if (v->decode_tokens > budget) break;
-            plan->run_tokens[s->members[k]] = 1;
+            plan->run_tokens[i] = 1;
             budget -= v->decode_tokens;
             continue;
         }
         if (want > budget) want = budget;
-        plan->run_tokens[s->members[k]] = want;
+        plan->run_tokens[i] = want;
         budget -= want;
     }
     return LLMLAB_OK;
@@ -88,7 +107,7 @@ static const llmlab_param_spec params[] = {
 };
 
 static const llmlab_plugin_desc desc = LLMLAB_PLUGIN_DESC_INIT(
-    LLMLAB_PLUGIN_SCHED, "fcfs", "1.0", "first come first served, static batches of up to max_batch",
+    LLMLAB_PLUGIN_SCHED, "fcfs", "1.1", "first come first served, static batches of up to max_batch",
     params, 1, &ops);
 
 const llmlab_plugin_desc *llmlab_builtin_fcfs(uint32_t major, uint32_t minor, const llmlab_host *host) {
