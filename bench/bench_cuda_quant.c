@@ -9,10 +9,11 @@
  *     several times, enough copies to total 3x the L2 cache, and consecutive
  *     launches rotate over the copies, so the weights come from HBM as in a
  *     real decode step, not from L2;
- *   - one timing = CUDA events around `iters` back-to-back launches (iters
- *     chosen on the first repetition so one timing lasts about 2 ms), divided by
- *     iters; repetitions are interleaved over M, formats and paths, and the
- *     figures are medians over repetitions;
+ *   - one timing = CUDA events around one replay of a CUDA graph of `iters`
+ *     calls (iters chosen on the first repetition so one timing lasts about
+ *     2 ms; --no-graph: plain back-to-back launches, which adds the launch gaps),
+ *     divided by iters; repetitions are interleaved over M, formats and paths,
+ *     and the figures are medians over repetitions;
  *   - effective bytes = packed weights + scales (+ in_scale) + activations
  *     (f32, M x cols) read once; effective GB/s = bytes / time; fraction = that
  *     over the copy bandwidth; speedup = median bf16 time / median time, against
@@ -54,7 +55,7 @@ typedef struct {
 } bfmt;
 
 typedef struct {
-    int device, reps, no_gemm, copy_mib;
+    int device, reps, no_gemm, no_graph, copy_mib;
     int n_ms, ms[MAX_LIST];
     int n_shapes;
     int64_t rows[MAX_LIST], cols[MAX_LIST];
@@ -65,7 +66,7 @@ typedef struct {
 
 static void cq_usage(FILE *f) {
     fprintf(f, "usage: llmlab bench-cuda-quant [--device N] [--reps R] [--m LIST] [--shapes LIST]\n"
-               "                               [--formats LIST] [--no-gemm] [--copy-mib N] [--out FILE.h5]\n"
+               "                               [--formats LIST] [--no-gemm] [--no-graph] [--copy-mib N] [--out FILE.h5]\n"
                "  --m LIST        activation rows, default 1,8,16,32\n"
                "  --shapes LIST   ROWSxCOLS (out x in), default 4096x4096,14336x4096,4096x14336\n"
                "                  (Llama-3-8B: q/o, gate/up, down projections)\n"
@@ -73,6 +74,7 @@ static void cq_usage(FILE *f) {
                "                  (also fp8_tensor, i4_sym:G / i4_asym:G with G = 32, 64, 128, 256)\n"
                "  --reps R        interleaved repetitions, median reported (default 5)\n"
                "  --no-gemm       skip the dequantize + cuBLAS path of the packed formats\n"
+               "  --no-graph      time plain back-to-back launches instead of a CUDA graph replay\n"
                "  --copy-mib N    size of the device-to-device copy that measures bandwidth (default 1024)\n"
                "  --out FILE      also write every figure to an HDF5 results file (run bench_cuda_quant_*)\n");
 }
@@ -154,6 +156,7 @@ static int parse_cq_args(int argc, char **argv, cq_args *a) {
         const char *o = argv[i], *v;
         if (!strcmp(o, "-h") || !strcmp(o, "--help")) { cq_usage(stdout); return 1; }
         if (!strcmp(o, "--no-gemm")) { a->no_gemm = 1; continue; }
+        if (!strcmp(o, "--no-graph")) { a->no_graph = 1; continue; }
         if (!(v = llmlab_arg_value(C, argc, argv, &i))) return 2;
         if (!strcmp(o, "--out")) a->out = v;
         else if (!strcmp(o, "--device")) { if (llmlab_arg_int(C, o, v, 0, 64, &a->device)) return 2; }
@@ -216,13 +219,8 @@ static llmlab_status copy_bw(bench_dev *d, void *dst, const void *src, size_t n,
 
 /* Seconds per call of `iters` calls rotating over the n copies of a matrix. */
 static llmlab_status time_calls(bench_dev *d, llmlab_cuda_wmat *const *w, int n, int M, llmlab_cuda_path path, int iters,
-                                double *sec, llmlab_err *err) {
-    llmlab_status st = llmlab_cuda_timer_start(d->t, d->c, err);
-    for (int i = 0; i < iters && !st; i++) st = llmlab_cuda_matmul(d->c, w[i % n], d->y, d->x, M, path, err);
-    double s = 0;
-    if (!st) st = llmlab_cuda_timer_stop(d->t, d->c, &s, err);
-    if (!st) *sec = s / iters;
-    return st;
+                                int graph, double *sec, llmlab_err *err) {
+    return llmlab_cuda_time_matmuls(d->c, w, n, d->y, d->x, M, path, iters, graph, sec, err);
 }
 
 /* ---- matrices ------------------------------------------------------------------ */
@@ -332,12 +330,12 @@ static llmlab_status bench_shape(const cq_args *a, bench_dev *d, int si, entry *
             llmlab_cuda_path path = PATH_OF[x->path];
             if (r == 0) { /* warm up (module load, cuBLAS heuristics), then size iters */
                 double t1 = 0;
-                st = time_calls(d, s->w, s->n, x->M, path, 2, &t1, err);
-                if (!st) st = time_calls(d, s->w, s->n, x->M, path, 1, &t1, err);
+                st = time_calls(d, s->w, s->n, x->M, path, 2, 0, &t1, err);
+                if (!st) st = time_calls(d, s->w, s->n, x->M, path, 1, 0, &t1, err);
                 int it = t1 > 0 ? (int)(2e-3 / t1) : 100;
                 x->iters = it < 3 ? 3 : it > 500 ? 500 : it;
             }
-            if (!st) st = time_calls(d, s->w, s->n, x->M, path, x->iters, &x->t[r], err);
+            if (!st) st = time_calls(d, s->w, s->n, x->M, path, x->iters, !a->no_graph, &x->t[r], err);
         }
     for (int i = base; i < *n_e && !st; i++) {
         entry *x = &e[i];
@@ -398,6 +396,7 @@ static llmlab_status write_h5(const cq_args *a, const entry *e, int n, const dou
     if (!st) st = llmlab_run_attr_int(run, "reps", a->reps, err);
     if (!st) st = llmlab_run_attr_double(run, "copy_GBps", median(copy, a->reps) / 1e9, err);
     if (!st) st = llmlab_run_attr_str(run, "activations", "f32", err);
+    if (!st) st = llmlab_run_attr_str(run, "timing", a->no_graph ? "launches" : "graph replay", err);
     llmlab_table *tc = st ? NULL : llmlab_run_table(run, "copy", err);
     if (!st && !tc) st = err->code;
     for (int r = 0; r < a->reps && !st; r++) st = llmlab_table_append_double(tc, "GBps", copy[r] / 1e9, err);
@@ -482,6 +481,8 @@ static llmlab_status run_bench(const cq_args *a, llmlab_err *err) {
         double cg = median(copy, a->reps) / 1e9;
         printf("device          %s (%d SMs)\n", dev, sms);
         printf("copy bandwidth  %.0f GB/s (read + write, %d MiB, median of %d)\n", cg, a->copy_mib, a->reps);
+        printf("timing          %s, median of %d interleaved repetitions\n",
+               a->no_graph ? "back-to-back launches" : "CUDA graph replay", a->reps);
         ratios(a, e, n_e, cg);
         print_table(a, e, n_e, cg);
         if (a->out) {

@@ -188,8 +188,9 @@ static llmlab_status parse_ids(const llmlab_calib *c, const char *text, int want
         errno = 0;
         long long v = strtoll(p, &end, 10);
         if (end == p || (*end && !isspace((unsigned char)*end)))
-            return llmlab_err_set(err, LLMLAB_EFORMAT, "calibration file '%s': id %d is not an integer (near \"%.20s\")",
-                                  c->source, *n + 1, p);
+            return llmlab_err_set(err, LLMLAB_EFORMAT,
+                                  "calibration file '%s': id %d is not an integer (near \"%.20s\")", c->source,
+                                  *n + 1, p);
         if (errno || v < 0 || v >= c->m->cfg.vocab_size)
             return llmlab_err_set(err, LLMLAB_EINVAL,
                                   "calibration file '%s': id %d = %lld is outside the vocabulary [0, %d)", c->source,
@@ -207,7 +208,8 @@ static llmlab_status stream_file(llmlab_calib *c, llmlab_err *err) {
     llmlab_status st = LLMLAB_OK;
     int n = 0;
     if (ends_with(c->source, ".ids")) st = parse_ids(c, text, c->n_tokens, c->tokens, &n, err);
-    else if (!c->m->tok) st = llmlab_err_set(err, LLMLAB_EINVAL, "calibration file '%s': the model has no tokenizer", c->source);
+    else if (!c->m->tok)
+        st = llmlab_err_set(err, LLMLAB_EINVAL, "calibration file '%s': the model has no tokenizer", c->source);
     else {
         int32_t *ids = NULL;
         st = llmlab_tokenizer_encode(c->m->tok, text, len, 1, &ids, &n, err);

@@ -300,6 +300,8 @@ llmlab_status llmlab_cost_save(const llmlab_costmodel *m, const char *path, llml
     cJSON_AddNumberToObject(root, "samples", m->n_samples);
     cJSON_AddNumberToObject(root, "fit_mape", m->fit_mape);
     cJSON_AddNumberToObject(root, "fit_r2", m->fit_r2);
+    cJSON_AddNumberToObject(root, "engine_overhead_c0_s", m->overhead_c0);
+    cJSON_AddNumberToObject(root, "engine_overhead_decode_s", m->overhead_dec);
     char *text = cJSON_Print(root);
     cJSON_Delete(root);
     if (!text) return llmlab_err_set(err, LLMLAB_ENOMEM, "%s: out of memory", path);
@@ -381,6 +383,10 @@ static llmlab_status cost_from_json(llmlab_costmodel *m, const cJSON *root, cons
     m->fit_mape = cJSON_IsNumber(x) ? x->valuedouble : 0;
     x = cJSON_GetObjectItemCaseSensitive(root, "fit_r2");
     m->fit_r2 = cJSON_IsNumber(x) ? x->valuedouble : 0;
+    x = cJSON_GetObjectItemCaseSensitive(root, "engine_overhead_c0_s");
+    m->overhead_c0 = cJSON_IsNumber(x) ? x->valuedouble : 0;
+    x = cJSON_GetObjectItemCaseSensitive(root, "engine_overhead_decode_s");
+    m->overhead_dec = cJSON_IsNumber(x) ? x->valuedouble : 0;
     if (m->kind == LLMLAB_COST_ROOFLINE) {
         llmlab_costmodel r;
         if ((st = llmlab_cost_roofline(&r, &m->shape, &m->hw, err))) return llmlab_err_prefix(err, "%s", path);

@@ -86,6 +86,8 @@ typedef struct {
     int n_samples;                     /* fitted: iterations fitted */
     double fit_mape;                   /* fitted: mean |pred - t| / t over the samples */
     double fit_r2;                     /* fitted: coefficient of determination */
+    double overhead_c0, overhead_dec;  /* fitted: the engine's overhead around the forward, included in
+                                          coef[C0] and coef[DEC] (profile.h); 0 when not measured */
 } llmlab_costmodel;
 
 /* Predicted seconds of one iteration (>= 0). */

@@ -25,7 +25,8 @@ static void list_quant(const llmlab_registry *r, int kv, char *buf, size_t cap) 
 
 llmlab_status llmlab_engine_check_kv_choices(const llmlab_engine *e, const llmlab_engine_opts *o, llmlab_err *err) {
     char names[512];
-    const llmlab_plugin_desc *q = o->quant.name ? llmlab_registry_find(e->reg, LLMLAB_PLUGIN_QUANT, o->quant.name) : NULL;
+    const llmlab_plugin_desc *q =
+        o->quant.name ? llmlab_registry_find(e->reg, LLMLAB_PLUGIN_QUANT, o->quant.name) : NULL;
     if (q && !((const llmlab_quant_ops *)q->ops)->pack) {
         list_quant(e->reg, 0, names, sizeof names);
         return llmlab_err_set(err, LLMLAB_EINVAL,

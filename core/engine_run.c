@@ -546,7 +546,11 @@ static llmlab_status serve_loop(serve_run *R, llmlab_step *st, step_log *steps, 
         serve_compact(R);
         if (R->n_done == R->n) break;
         if (R->n_live == 0) { /* nothing arrived yet: the heap holds the next arrival */
-            sleep_until(e->t0, serve_next_event(R));
+            double next = serve_next_event(R);
+            if (next < 0)
+                return llmlab_err_set(err, LLMLAB_EINVAL, "serving loop: %d requests neither arrived nor can arrive",
+                                      R->n - R->n_done);
+            sleep_until(e->t0, next);
             continue;
         }
         int progress = 0;

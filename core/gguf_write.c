@@ -312,7 +312,6 @@ llmlab_status llmlab_gguf_writer_create(llmlab_gguf_writer **out, const char *pa
         llmlab_gguf_writer_abort(w);
         return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
     }
-    llmlab_gguf_kv_u32(w, "general.alignment", alignment);
     w->tmp = malloc(pl + 5);
     if (!w->tmp) {
         llmlab_gguf_writer_abort(w);
@@ -360,12 +359,14 @@ static const char *duplicate(char **v, uint64_t n) {
 }
 
 llmlab_status llmlab_gguf_writer_start(llmlab_gguf_writer *w, llmlab_err *err) {
+    /* general.alignment after the caller's keys, so general.architecture can come first */
+    llmlab_gguf_kv_u32(w, "general.alignment", w->alignment);
     if (w->oom) return llmlab_err_set(err, LLMLAB_ENOMEM, "%s: out of memory", w->path);
     const char *d = duplicate(w->keys, w->n_kv);
     if (d) return llmlab_err_set(err, LLMLAB_EINVAL, "%s: metadata key '%s' given twice", w->path, d);
     char **names = malloc((size_t)(w->n_t ? w->n_t : 1) * sizeof *names);
     if (!names) return llmlab_err_set(err, LLMLAB_ENOMEM, "%s: out of memory", w->path);
-    memcpy(names, w->t_names, (size_t)w->n_t * sizeof *names);
+    if (w->n_t) memcpy(names, w->t_names, (size_t)w->n_t * sizeof *names);
     d = duplicate(names, w->n_t);
     llmlab_status s = d ? llmlab_err_set(err, LLMLAB_EINVAL, "%s: tensor '%s' declared twice", w->path, d) : LLMLAB_OK;
     free(names);

@@ -30,8 +30,8 @@ llmlab_status llmlab_gguf_writer_create(llmlab_gguf_writer **out, const char *pa
 /* Removes the temp file (if any) and frees w; NULL-safe.  Use it on any error. */
 void llmlab_gguf_writer_abort(llmlab_gguf_writer *w);
 
-/* Metadata, in the order given.  Allocation failures and duplicate keys are
- * reported by llmlab_gguf_writer_start. */
+/* Metadata, in the order given (general.alignment is appended by start; do not
+ * set it).  Allocation failures and duplicate keys are reported by start. */
 void llmlab_gguf_kv_str(llmlab_gguf_writer *w, const char *key, const char *val);
 void llmlab_gguf_kv_u32(llmlab_gguf_writer *w, const char *key, uint32_t val);
 void llmlab_gguf_kv_i32(llmlab_gguf_writer *w, const char *key, int32_t val);

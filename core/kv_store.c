@@ -246,7 +246,8 @@ void llmlab_kvs_cool(llmlab_kv *kv, int b) {
                     llmlab_kvs_requant_keys(kv, b, l, h, staged(kv, b, 0, l, 0, h), kv->row_floats);
                     continue;
                 }
-                for (int r = 0; r < bs; r++) llmlab_kvq_encode_row(&f, staged(kv, b, r, l, w, h), record(kv, b, r, l, w, h));
+                for (int r = 0; r < bs; r++)
+                    llmlab_kvq_encode_row(&f, staged(kv, b, r, l, w, h), record(kv, b, r, l, w, h));
             }
         }
     llmlab_kvs_release(kv, b);

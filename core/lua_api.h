@@ -5,7 +5,8 @@
  *   llmlab.engine{model=m, decoding={"autoregressive", temperature=0}, attention={"dense"},
  *                 quant={"none"}, sched={"fcfs", max_batch=8}, seed=...} -> engine
  *   e:generate(prompt_text_or_ids, {max_new=..., temperature=..., ...}) -> {tokens, text, metrics}
- *   llmlab.workload{prompts={...} | lengths={...}, max_new=..., seed=...} -> workload
+ *   llmlab.workload{n=, arrival="poisson", rate=, prompt_len=, output_len=, trace=, replay=, ...
+ *                   | prompts={...} | lengths={...}, max_new=..., seed=...} -> workload (lua_workload.c)
  *   e:run(workload) -> result {summary, requests, steps}
  *   llmlab.results(path):write(run_name, result)
  *   llmlab.fidelity{model=m, attention={"name", ...}, texts={...} | workload=w, prefix=N, ...}

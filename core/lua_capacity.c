@@ -17,8 +17,8 @@
 
 typedef struct {
     lua_State *L;
-    int fn_idx;        /* the workload function */
-    int engine_idx;    /* the engine userdata, or 0 */
+    int fn_ref;        /* the workload function (registry reference: the protected call has its own stack) */
+    int engine_ref;    /* the engine userdata, or LUA_NOREF */
     llmlab_sim *sim;
     llmlab_serve_opts serve;
     llmlab_serve_metrics *m; /* where the protected call leaves the metrics */
@@ -28,7 +28,7 @@ typedef struct {
 static int eval_protected(lua_State *L) {
     cap_ctx *c = lua_touserdata(L, 1);
     double rate = lua_tonumber(L, 2);
-    lua_pushvalue(L, c->fn_idx);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->fn_ref);
     lua_pushnumber(L, rate);
     lua_call(L, 1, 1);
     if (!lua_istable(L, -1)) return luaL_error(L, "llmlab.capacity: workload(%g) must return a workload", rate);
@@ -48,13 +48,15 @@ static int eval_protected(lua_State *L) {
         if (llmlab_serve_metrics_compute(res->r, &so, c->m, &err)) return llmlab_lua_fail(L, &err);
         return 0;
     }
-    lua_getfield(L, c->engine_idx, "run"); /* e:run(w): the engine reads the prompts */
-    lua_pushvalue(L, c->engine_idx);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->engine_ref);
+    int eng = lua_gettop(L);
+    lua_getfield(L, eng, "run"); /* e:run(w): the engine reads the prompts */
+    lua_pushvalue(L, eng);
     lua_pushvalue(L, w);
     lua_call(L, 2, 1);
     lua_getfield(L, -1, "_run");
     llmlab_lua_result *res = luaL_checkudata(L, -1, "llmlab.result");
-    llmlab_engine *e = ((llmlab_lua_engine *)lua_touserdata(L, c->engine_idx))->e;
+    llmlab_engine *e = ((llmlab_lua_engine *)lua_touserdata(L, eng))->e;
     so.kv_blocks_total = llmlab_engine_kv(e)->o.n_blocks;
     if (llmlab_serve_metrics_compute(res->r, &so, c->m, &err)) return llmlab_lua_fail(L, &err);
     return 0;
@@ -99,11 +101,11 @@ int llmlab_lua_capacity(lua_State *L) {
     static const char *const keys[] = {"simulate", "engine", "workload", "slo", "percentiles", "target", "lo", "hi",
                                        "tol", "max_evals", NULL};
     llmlab_lua_check_keys(L, 1, "llmlab.capacity", keys);
-    cap_ctx c = {.L = L};
+    cap_ctx c = {.L = L, .fn_ref = LUA_NOREF, .engine_ref = LUA_NOREF};
     if (lua_getfield(L, 1, "workload") != LUA_TFUNCTION)
         return luaL_error(L, "llmlab.capacity: workload must be a function(rate) returning llmlab.workload{...}");
-    c.fn_idx = lua_gettop(L);
-    int sty = lua_getfield(L, 1, "simulate"), ety = lua_getfield(L, 1, "engine");
+    int fn_idx = lua_gettop(L);
+    int eng_idx = 0, sty = lua_getfield(L, 1, "simulate"), ety = lua_getfield(L, 1, "engine");
     if ((sty == LUA_TNIL) == (ety == LUA_TNIL))
         return luaL_error(L, "llmlab.capacity: give exactly one of simulate = {...} and engine = e");
     if (sty == LUA_TTABLE) {
@@ -114,7 +116,7 @@ int llmlab_lua_capacity(lua_State *L) {
         return luaL_error(L, "llmlab.capacity: simulate must be a table of llmlab.simulate options");
     } else {
         if (!luaL_testudata(L, -1, "llmlab.engine")) return luaL_error(L, "llmlab.capacity: engine must be an engine");
-        c.engine_idx = lua_gettop(L);
+        eng_idx = lua_gettop(L);
     }
     llmlab_lua_read_serve_opts(L, 1, &c.serve);
     if (c.serve.slo_ttft_s <= 0 && c.serve.slo_tpot_s <= 0 && c.serve.slo_e2e_s <= 0)
@@ -124,9 +126,18 @@ int llmlab_lua_capacity(lua_State *L) {
                               .target = llmlab_lua_opt_num(L, 1, "target", 0.9),
                               .rel_tol = llmlab_lua_opt_num(L, 1, "tol", 0.02),
                               .max_evals = llmlab_lua_opt_int(L, 1, "max_evals", 0)};
+    lua_pushvalue(L, fn_idx);
+    c.fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (eng_idx) {
+        lua_pushvalue(L, eng_idx);
+        c.engine_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
     llmlab_capacity_result r;
     llmlab_err err = {0};
-    if (llmlab_capacity_search(&o, eval, &c, &r, &err)) return llmlab_lua_fail(L, &err);
+    llmlab_status st = llmlab_capacity_search(&o, eval, &c, &r, &err);
+    luaL_unref(L, LUA_REGISTRYINDEX, c.fn_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, c.engine_ref);
+    if (st) return llmlab_lua_fail(L, &err);
     push_result(L, &r);
     return 1;
 }

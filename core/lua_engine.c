@@ -381,6 +381,7 @@ static int results_write(lua_State *L) {
     const char *name = luaL_checkstring(L, 2);
     luaL_checktype(L, 3, LUA_TTABLE);
     if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
+    lua_settop(L, 4); /* slot 4 stays the extra table (or nil) under what is pushed below */
     lua_getfield(L, 3, "_run");
     lua_result *res = luaL_testudata(L, -1, "llmlab.result");
     if (!res || !res->r) return luaL_error(L, "results:write: expected the result of e:run(...) or llmlab.fidelity{...}");

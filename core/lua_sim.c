@@ -16,6 +16,7 @@
 #include "lua_internal.h"
 #include "lua_sim.h"
 #include "profile.h"
+#include "workload.h"
 
 /* ---- serving-metric options and tables ----------------------------------------------------- */
 
@@ -422,6 +423,7 @@ static int l_simulate(lua_State *L) {
     llmlab_status st = llmlab_sim_run(s, reqs, n, &res->r, res->itl, &err);
     double elapsed = llmlab_now() - t0;
     llmlab_results_utc_now(res->end);
+    if (!st) st = llmlab_workload_from_requests(reqs, n, &res->wl, &err); /* recorded for replay (lengths) */
     if (st) return llmlab_lua_fail(L, &err);
     res->serve.itl_hist = res->itl;
     llmlab_serve_metrics m;
@@ -463,8 +465,8 @@ static void push_cost(lua_State *L, const llmlab_costmodel *m) {
 /* llmlab.profile{model = m, out = "profile.json", quick = false, token_budget =, max_seqs =, reps =} */
 static int l_profile(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
-    static const char *const keys[] = {"model", "out", "quick", "token_budget", "max_seqs", "reps", "engine_overhead",
-                                       "verbose", NULL};
+    static const char *const keys[] = {"model", "out", "quick", "token_budget", "max_seqs", "reps", "fastest",
+                                       "engine_overhead", "verbose", NULL};
     llmlab_lua_check_keys(L, 1, "llmlab.profile", keys);
     lua_getfield(L, 1, "model");
     llmlab_lua_model *mu = luaL_testudata(L, -1, "llmlab.model");
@@ -474,6 +476,7 @@ static int l_profile(lua_State *L) {
                              .max_seqs = llmlab_lua_opt_int(L, 1, "max_seqs", 0),
                              .reps = llmlab_lua_opt_int(L, 1, "reps", 0),
                              .quick = llmlab_lua_opt_bool(L, 1, "quick", 0),
+                             .fastest = llmlab_lua_opt_bool(L, 1, "fastest", 0),
                              .verbose = llmlab_lua_opt_bool(L, 1, "verbose", 0)};
     if (llmlab_lua_opt_bool(L, 1, "engine_overhead", 1)) o.registry = llmlab_lua_ctx(L)->registry;
     const char *out = llmlab_lua_opt_str(L, 1, "out", NULL);
@@ -510,7 +513,7 @@ static int l_profile(lua_State *L) {
 static int l_step_error(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     static const char *const keys[] = {"result", "profile", "hardware", "model", "shape", "weight_bytes", "kv_bytes",
-                                       NULL};
+                                       "steps", NULL};
     llmlab_lua_check_keys(L, 1, "llmlab.step_error", keys);
     lua_getfield(L, 1, "result");
     if (lua_type(L, -1) != LUA_TTABLE || lua_getfield(L, -1, "_run") != LUA_TUSERDATA)
@@ -521,9 +524,33 @@ static int l_step_error(lua_State *L) {
     llmlab_lua_read_cost(L, 1, &m, llmlab_lua_ctx(L)->settings->threads);
     llmlab_step_error e;
     llmlab_err err = {0};
-    if (llmlab_sim_step_error(&m, res->r, &e, &err)) return llmlab_lua_fail(L, &err);
+    int want_steps = llmlab_lua_opt_bool(L, 1, "steps", 0), ns = res->r->n_steps;
+    double *t = want_steps ? lua_newuserdatauv(L, 2 * sizeof(double) * (size_t)(ns > 1 ? ns : 1), 0) : NULL;
+    if (llmlab_sim_step_error(&m, res->r, &e, t, t ? t + ns : NULL, &err)) return llmlab_lua_fail(L, &err);
     lua_newtable(L);
+    if (t) { /* {real_s = {...}, pred_s = {...}, shape columns} per iteration */
+        for (int c = 0; c < 2; c++) {
+            lua_createtable(L, ns - 1, 0);
+            for (int j = 0; j + 1 < ns; j++) {
+                lua_pushnumber(L, t[c * ns + j]);
+                lua_rawseti(L, -2, j + 1);
+            }
+            lua_setfield(L, -2, c ? "pred_s" : "real_s");
+        }
+        const char *names[] = {"prefill_tokens", "decode_seqs", "decode_kv"};
+        for (int c = 0; c < 3; c++) {
+            lua_createtable(L, ns - 1, 0);
+            for (int j = 0; j + 1 < ns; j++) {
+                llmlab_iter_shape it;
+                llmlab_sim_step_shape(res->r, j, &it);
+                lua_pushnumber(L, c == 0 ? it.prefill_tokens : c == 1 ? it.decode_seqs : it.decode_kv);
+                lua_rawseti(L, -2, j + 1);
+            }
+            lua_setfield(L, -2, names[c]);
+        }
+    }
     llmlab_lua_setint(L, "n", e.n);
+    llmlab_lua_setnum(L, "wape", e.wape);
     llmlab_lua_setnum(L, "mape", e.mape);
     llmlab_lua_setnum(L, "bias", e.bias);
     llmlab_lua_setnum(L, "real_mean_s", e.real_mean_s);

@@ -83,7 +83,8 @@ static void read_len(lua_State *L, int opts, const char *key, llmlab_len_dist *d
     d->kind = (llmlab_len_kind)k;
     d->file = NULL;
     if (d->kind == LLMLAB_LEN_EMPIRICAL) {
-        if (lua_geti(L, t, 2) != LUA_TSTRING) luaL_error(L, "llmlab.workload: %s: {\"empirical\", file} needs a file", key);
+        if (lua_geti(L, t, 2) != LUA_TSTRING)
+            luaL_error(L, "llmlab.workload: %s: {\"empirical\", file} needs a file", key);
         d->file = lua_tostring(L, -1); /* kept alive by the options table */
         lua_pop(L, 1);
     } else {
@@ -121,7 +122,8 @@ static double *read_shares(lua_State *L, int opts, int *n) {
     lua_replace(L, t);
     lua_getfield(L, opts, "priorities");
     for (int c = 0; c < k; c++) {
-        if (lua_geti(L, -1, c + 1) != LUA_TNUMBER) luaL_error(L, "llmlab.workload: priorities[%d] must be a number", c + 1);
+        if (lua_geti(L, -1, c + 1) != LUA_TNUMBER)
+            luaL_error(L, "llmlab.workload: priorities[%d] must be a number", c + 1);
         s[c] = lua_tonumber(L, -1);
         lua_pop(L, 1);
     }
@@ -302,7 +304,8 @@ int llmlab_lua_workload(lua_State *L) {
     if (mn == LUA_TNUMBER) read_len(L, 1, "max_new", &s.output);
     else if (mn == LUA_TTABLE && !has_prompts && !has_lengths)
         return luaL_error(L, "llmlab.workload: a list of max_new needs prompts= or lengths= (else use output_len=)");
-    else if (mn != LUA_TNIL && mn != LUA_TTABLE) return luaL_error(L, "llmlab.workload: max_new must be a number or a list");
+    else if (mn != LUA_TNIL && mn != LUA_TTABLE)
+        return luaL_error(L, "llmlab.workload: max_new must be a number or a list");
     s.class_shares = read_shares(L, 1, &s.n_classes);
     read_cancel(L, 1, &s);
     if (has_prompts || has_lengths) {

@@ -46,7 +46,7 @@ typedef struct {
     llmlab_ctx *ctx;
     llmlab_batch *b;
     llmlab_rng rng;
-    int vocab, max_seqs, budget, reps;
+    int vocab, max_seqs, budget, reps, fastest;
     int *len;             /* [max_seqs + 1] committed tokens of each sequence */
 } prof;
 
@@ -79,7 +79,14 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Times one grid point: median of reps forwards, caches put back after each. */
+/* The time kept of n repetitions v[n] (sorted in place): the median, or the
+ * fastest (the machine's own speed: other load only ever adds time). */
+static double pick(double *v, int n, int fastest) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return fastest ? v[0] : v[n / 2];
+}
+
+/* Times one grid point: reps forwards (median or fastest kept), caches put back after each. */
 static llmlab_status time_point(prof *P, const grid_point *g, llmlab_iter_shape *it, double *t, llmlab_err *err) {
     int pf_seq = P->max_seqs;
     llmlab_status st = LLMLAB_OK;
@@ -104,8 +111,7 @@ static llmlab_status time_point(prof *P, const grid_point *g, llmlab_iter_shape 
         if (!st && g->prefill > 0) st = llmlab_kv_truncate(kv, pf_seq, g->cached, err);
     }
     if (st) return st;
-    qsort(times, (size_t)P->reps, sizeof *times, cmp_double);
-    *t = times[P->reps / 2];
+    *t = pick(times, P->reps, P->fastest);
     return LLMLAB_OK;
 }
 
@@ -135,11 +141,12 @@ static int make_grid(grid_point *g, int cap, int quick, int budget, int max_seqs
 
 /* ---- the engine's overhead around the forward ---------------------------------------------- */
 
-/* Runs a short continuous-batching workload through the engine and fits
- * (iteration time - predicted forward) = a + b * decode_seqs over its
- * decode-only iterations (a, b >= 0). */
+/* Runs a short continuous-batching workload through the engine `reps` times (all
+ * requests at t = 0: every run makes the same steps), keeps each decode-only
+ * iteration's median (or fastest) time from its start to the next start, and
+ * fits (that time - predicted forward) = a + b * decode_seqs (a, b >= 0). */
 static llmlab_status engine_overhead(const llmlab_model *m, const llmlab_profile_opts *o, const llmlab_costmodel *fwd,
-                                     int budget, int max_seqs, double *a, double *b, llmlab_err *err) {
+                                     int budget, int max_seqs, int reps, double *a, double *b, llmlab_err *err) {
     *a = *b = 0;
     llmlab_engine_opts eo = {.registry = o->registry, .sched = {.name = "continuous"}, .n_threads = o->n_threads,
                              .token_budget = budget, .max_seqs = max_seqs};
@@ -147,20 +154,36 @@ static llmlab_status engine_overhead(const llmlab_model *m, const llmlab_profile
     llmlab_status st = llmlab_engine_create(&e, m, &eo, err);
     if (st) return st;
     enum { PROMPT = 32 };
-    int n = max_seqs < 16 ? max_seqs : 16, new_tokens = o->quick ? 16 : 48;
+    int n = max_seqs < 16 ? max_seqs : 16, new_tokens = o->quick ? 16 : 48, runs = 0;
     int32_t *prompt = malloc(PROMPT * sizeof *prompt);
     llmlab_request *reqs = calloc((size_t)n, sizeof *reqs);
-    llmlab_run_result *r = NULL;
+    llmlab_run_result *first = NULL, *r = NULL;
+    double *times = NULL; /* [steps][reps] */
     if (!prompt || !reqs) st = llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
     for (int k = 0; !st && k < PROMPT; k++) prompt[k] = (int32_t)((k * 131 + 7) % m->cfg.vocab_size);
     for (int i = 0; !st && i < n; i++)
         reqs[i] = (llmlab_request){.id = i, .prompt = prompt, .prompt_len = PROMPT, .max_new = new_tokens + 4 * i};
-    if (!st) st = llmlab_engine_run(e, reqs, n, &r, err);
+    for (int rep = 0; !st && rep < reps; rep++) {
+        if ((st = llmlab_engine_run(e, reqs, n, &r, err))) break;
+        if (!first) {
+            first = r;
+            if (!(times = malloc((size_t)(r->n_steps ? r->n_steps : 1) * (size_t)reps * sizeof *times)))
+                st = llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+        }
+        if (!st && r->n_steps == first->n_steps) {
+            for (int j = 0; j + 1 < r->n_steps; j++)
+                times[(size_t)j * (size_t)reps + (size_t)runs] = r->step_start_s[j + 1] - r->step_start_s[j];
+            runs++;
+        }
+        if (r != first) llmlab_run_result_free(r);
+        r = NULL;
+    }
     double S = 0, Sx = 0, Sy = 0, Sxx = 0, Sxy = 0;
-    for (int j = 0; !st && r->step_prefill_tokens && j + 1 < r->n_steps; j++) {
-        if (r->step_prefill_tokens[j] != 0) continue;
-        llmlab_iter_shape it = {.decode_seqs = r->step_decode_seqs[j], .decode_kv = r->step_kv_context[j]};
-        double x = it.decode_seqs, y = (r->step_start_s[j + 1] - r->step_start_s[j]) - llmlab_cost_predict(fwd, &it);
+    for (int j = 0; !st && runs > 0 && first->step_prefill_tokens && j + 1 < first->n_steps; j++) {
+        if (first->step_prefill_tokens[j] != 0) continue;
+        llmlab_iter_shape it = {.decode_seqs = first->step_decode_seqs[j], .decode_kv = first->step_kv_context[j]};
+        double x = it.decode_seqs;
+        double y = pick(times + (size_t)j * (size_t)reps, runs, o->fastest) - llmlab_cost_predict(fwd, &it);
         S += 1, Sx += x, Sy += y, Sxx += x * x, Sxy += x * y;
     }
     if (S >= 3) {
@@ -170,7 +193,8 @@ static llmlab_status engine_overhead(const llmlab_model *m, const llmlab_profile
         *a = (Sy - *b * Sx) / S;
         if (*a < 0) *a = 0;
     }
-    llmlab_run_result_free(r);
+    llmlab_run_result_free(first);
+    free(times);
     free(reqs);
     free(prompt);
     llmlab_engine_free(e);
@@ -229,7 +253,7 @@ llmlab_status llmlab_profile(const llmlab_model *m, const llmlab_profile_opts *o
                              llmlab_profile_samples *samples, llmlab_err *err) {
     memset(out, 0, sizeof *out);
     int budget = o->token_budget > 0 ? o->token_budget : 512, max_seqs = o->max_seqs > 0 ? o->max_seqs : 64;
-    int reps = o->reps > 0 ? (o->reps < 16 ? o->reps : 15) : 3;
+    int reps = o->reps > 0 ? (o->reps < 16 ? o->reps : 15) : 5;
     int threads = o->n_threads > 0 ? o->n_threads : llmlab_ncores();
     grid_point g[128];
     int n = make_grid(g, 128, o->quick, budget, max_seqs, m->cfg.max_pos > 0 ? m->cfg.max_pos : 2048);
@@ -240,17 +264,19 @@ llmlab_status llmlab_profile(const llmlab_model *m, const llmlab_profile_opts *o
     memset(&P, 0, sizeof P);
     llmlab_status st = !s.shape || !s.t ? llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory") : LLMLAB_OK;
     if (!st) st = prof_open(&P, m, budget, max_seqs, threads, reps, err);
+    P.fastest = o->fastest;
     if (!st) st = run_grid(&P, g, n, &s, o->verbose, err);
     double kv_bpt = P.ctx ? llmlab_kv_bytes_per_token(llmlab_ctx_kv(P.ctx)) : 0;
     prof_close(&P);
     if (!st) st = llmlab_cost_fit(out, s.shape, s.t, s.n, err);
     if (!st && o->registry) {
         double a, b;
-        st = engine_overhead(m, o, out, budget, max_seqs, &a, &b, err);
+        st = engine_overhead(m, o, out, budget, max_seqs, reps, &a, &b, err);
         if (!st) {
             out->coef[LLMLAB_COST_C0] += a;
             out->coef[LLMLAB_COST_DEC] += b;
-            s.overhead_c0 = a, s.overhead_dec = b;
+            s.overhead_c0 = out->overhead_c0 = a;
+            s.overhead_dec = out->overhead_dec = b;
         }
     }
     llmlab_model_shape_of(&out->shape, &m->cfg, weight_bytes_per_param(m), 4.0);

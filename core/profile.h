@@ -4,15 +4,17 @@
  * Each grid point is one forward built by hand: D decoding sequences with C
  * cached tokens each, plus (optionally) one prefill chunk of P tokens after Q
  * cached ones.  Caches are set up untimed, each point is timed `reps` times
- * (the median is kept) and the caches are truncated back between repetitions.
+ * (the median is kept, or the fastest: the machine's own speed, as other load
+ * only adds time) and the caches are truncated back between repetitions.
  * The grid covers pure decode (D = 1..max_seqs, several C), pure prefill (P up
  * to the token budget, Q = 0 and > 0) and mixed iterations.
  *
  * A forward is not all of an engine iteration: scheduling, sampling and the
  * per-sequence bookkeeping run around it.  With a registry, a short engine run
- * (continuous batching, all requests at t = 0) measures that overhead on its
- * decode-only iterations (iteration start to the next start, less the fitted
- * forward time) and adds it to c0 and the per-decode term. */
+ * (continuous batching, all requests at t = 0, repeated `reps` times) measures
+ * that overhead on its decode-only iterations (iteration start to the next
+ * start, less the fitted forward time) and adds it to c0 and the per-decode
+ * term. */
 #ifndef LLMLAB_PROFILE_H
 #define LLMLAB_PROFILE_H
 
@@ -24,7 +26,8 @@ typedef struct {
     int n_threads;    /* <= 0: all cores */
     int token_budget; /* largest batch; 0 = 512 */
     int max_seqs;     /* largest decode batch; 0 = 64 */
-    int reps;         /* timed repetitions per point (median); 0 = 3 */
+    int reps;         /* timed repetitions per point; 0 = 5 */
+    int fastest;      /* keep the fastest repetition instead of the median */
     int quick;        /* a small grid (tests, a first look) */
     const llmlab_registry *registry; /* NULL: no engine-overhead run */
     int verbose;      /* progress on stderr */
@@ -34,7 +37,7 @@ typedef struct {
 typedef struct {
     int n;
     llmlab_iter_shape *shape;   /* [n] */
-    double *t;                  /* [n] seconds (median of the repetitions) */
+    double *t;                  /* [n] seconds (median or fastest repetition) */
     double overhead_c0, overhead_dec; /* engine overhead found (0 without a registry) */
 } llmlab_profile_samples;
 

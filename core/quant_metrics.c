@@ -144,10 +144,10 @@ llmlab_status llmlab_weight_report_record(llmlab_run *run, const llmlab_weight_r
         for (int c = 0; c < 4 && !st; c++) st = llmlab_table_append_double(t, dcols[c], dvals[c][i], err);
     }
     if (!st) st = llmlab_table_column(t, "bytes", LLMLAB_COL_INT, "bytes", err);
-    if (!st) st = llmlab_run_attr_double(run, "weights/bits_per_weight", w->bits_per_weight, err);
-    if (!st) st = llmlab_run_attr_int(run, "weights/resident_bytes", w->resident_bytes, err);
-    if (!st) st = llmlab_run_attr_double(run, "weights/rmse", w->rmse_all, err);
-    if (!st) st = llmlab_run_attr_double(run, "weights/rel_rmse", w->rel_rmse_all, err);
-    if (!st) st = llmlab_run_attr_int(run, "weights/error_measured", w->has_error, err);
+    if (!st) st = llmlab_run_attr_double(run, "weight_totals/bits_per_weight", w->bits_per_weight, err);
+    if (!st) st = llmlab_run_attr_int(run, "weight_totals/resident_bytes", w->resident_bytes, err);
+    if (!st) st = llmlab_run_attr_double(run, "weight_totals/rmse", w->rmse_all, err);
+    if (!st) st = llmlab_run_attr_double(run, "weight_totals/rel_rmse", w->rel_rmse_all, err);
+    if (!st) st = llmlab_run_attr_int(run, "weight_totals/error_measured", w->has_error, err);
     return st;
 }

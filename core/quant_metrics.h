@@ -38,7 +38,7 @@ llmlab_status llmlab_weight_report_create(const llmlab_engine *e, llmlab_weight_
 void llmlab_weight_report_free(llmlab_weight_report *w);
 
 /* Adds table `weights` (name, layer, rows, cols, bits, bytes, rmse, rel_rmse,
- * max_abs) and attributes weights/{bits_per_weight, resident_bytes, rmse,
+ * max_abs) and attributes weight_totals/{bits_per_weight, resident_bytes, rmse,
  * rel_rmse} to a run record (docs/results-format.md). */
 llmlab_status llmlab_weight_report_record(llmlab_run *run, const llmlab_weight_report *w, llmlab_err *err);
 

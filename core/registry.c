@@ -22,9 +22,9 @@ struct llmlab_registry {
 /* Smallest ops sizes this host accepts: every function of ABI 1.0. */
 static size_t min_ops_size(llmlab_plugin_kind k) {
     switch (k) {
-    case LLMLAB_PLUGIN_DECODING: return sizeof(llmlab_decoding_ops);
+    case LLMLAB_PLUGIN_DECODING: return offsetof(llmlab_decoding_ops, step_begin); /* step_begin...: 1.1 */
     case LLMLAB_PLUGIN_ATTENTION: return sizeof(llmlab_attention_ops);
-    case LLMLAB_PLUGIN_QUANT: return sizeof(llmlab_quant_ops);
+    case LLMLAB_PLUGIN_QUANT: return offsetof(llmlab_quant_ops, dequant); /* dequant, packed_bytes: 1.3 */
     case LLMLAB_PLUGIN_SCHED: return offsetof(llmlab_sched_ops, pick_victim); /* pick_victim: 1.3 */
     }
     return 0;

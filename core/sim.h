@@ -74,11 +74,13 @@ typedef struct {
     int n;                 /* iterations compared */
     double mape;           /* mean |pred - real| / real */
     double bias;           /* mean (pred - real) / real */
+    double wape;           /* sum |pred - real| / sum real: the error in time spent */
     double real_mean_s, pred_mean_s;
 } llmlab_step_error;
 
+/* real_s, pred_s (optional, [n_steps - 1] each) receive every iteration's times. */
 llmlab_status llmlab_sim_step_error(const llmlab_costmodel *m, const llmlab_run_result *r, llmlab_step_error *out,
-                                    llmlab_err *err);
+                                    double *real_s, double *pred_s, llmlab_err *err);
 
 /* Records a simulated run: the run attributes of info, executor = "simulated",
  * settings/sched/..., settings/sim/... and cost/..., and the requests / steps /

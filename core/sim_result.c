@@ -126,7 +126,7 @@ static int cmp_dbl(const void *a, const void *b) {
 }
 
 llmlab_status llmlab_sim_step_error(const llmlab_costmodel *m, const llmlab_run_result *r, llmlab_step_error *out,
-                                    llmlab_err *err) {
+                                    double *real_s, double *pred_s, llmlab_err *err) {
     memset(out, 0, sizeof *out);
     if (r->n_steps < 2) return llmlab_err_set(err, LLMLAB_EINVAL, "step error: the run has %d steps (need 2)", r->n_steps);
     double *gap = malloc((size_t)r->n_steps * sizeof *gap);
@@ -145,12 +145,16 @@ llmlab_status llmlab_sim_step_error(const llmlab_costmodel *m, const llmlab_run_
     qsort(sorted, (size_t)n, sizeof *sorted, cmp_dbl);
     double med = sorted[n / 2];
     free(sorted);
+    double abs_sum = 0;
     for (int j = 0; j < n; j++) {
         double real = r->step_dt_s[j] + (gap[j] <= 3 * med ? gap[j] : med);
-        if (!(real > 0)) continue;
         llmlab_iter_shape it;
         llmlab_sim_step_shape(r, j, &it);
         double pred = llmlab_cost_predict(m, &it);
+        if (real_s) real_s[j] = real;
+        if (pred_s) pred_s[j] = pred;
+        if (!(real > 0)) continue;
+        abs_sum += fabs(pred - real);
         out->mape += fabs(pred - real) / real;
         out->bias += (pred - real) / real;
         out->real_mean_s += real;
@@ -159,6 +163,7 @@ llmlab_status llmlab_sim_step_error(const llmlab_costmodel *m, const llmlab_run_
     }
     free(gap);
     if (out->n) {
+        out->wape = abs_sum / (out->real_mean_s > 0 ? out->real_mean_s : 1);
         out->mape /= out->n, out->bias /= out->n;
         out->real_mean_s /= out->n, out->pred_mean_s /= out->n;
     }

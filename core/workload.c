@@ -183,7 +183,8 @@ static void link_prompts(llmlab_workload *w, const int64_t *offsets) {
 static llmlab_status check_spec(const llmlab_workload_spec *s, llmlab_err *err) {
     if (s->arrival != LLMLAB_ARRIVAL_TRACE && s->n < 0)
         return llmlab_err_set(err, LLMLAB_EINVAL, "workload: n = %d must be >= 0", s->n);
-    if ((s->arrival == LLMLAB_ARRIVAL_POISSON || s->arrival == LLMLAB_ARRIVAL_GAMMA) && !(s->rate > 0 && isfinite(s->rate)))
+    int open_loop = s->arrival == LLMLAB_ARRIVAL_POISSON || s->arrival == LLMLAB_ARRIVAL_GAMMA;
+    if (open_loop && !(s->rate > 0 && isfinite(s->rate)))
         return llmlab_err_set(err, LLMLAB_EINVAL, "workload: rate %g must be a positive number of requests/s", s->rate);
     if (s->arrival == LLMLAB_ARRIVAL_GAMMA && !(s->burstiness > 0 && isfinite(s->burstiness)))
         return llmlab_err_set(err, LLMLAB_EINVAL, "workload: burstiness %g must be > 0 (1 = Poisson)", s->burstiness);
@@ -254,7 +255,8 @@ static void draw_classes(const llmlab_workload_spec *s, llmlab_workload *w) {
         }
         if (s->cancel_frac > 0) {
             double u = llmlab_rng_uniform_d(&rx), v = llmlab_rng_uniform_d(&rx);
-            if (u < s->cancel_frac) w->reqs[i].cancel_after_s = s->cancel_min_s + v * (s->cancel_max_s - s->cancel_min_s);
+            if (u < s->cancel_frac)
+                w->reqs[i].cancel_after_s = s->cancel_min_s + v * (s->cancel_max_s - s->cancel_min_s);
         }
     }
 }
@@ -382,7 +384,8 @@ llmlab_status llmlab_workload_encode(llmlab_workload *w, const llmlab_tokenizer 
         int n = 0;
         st = llmlab_tokenizer_encode(tok, w->texts[i], strlen(w->texts[i]), add_special, &ids[i], &n, err);
         if (st) llmlab_err_prefix(err, "workload request %d: encoding its prompt", i);
-        else if (n == 0) st = llmlab_err_set(err, LLMLAB_EINVAL, "workload request %d: the prompt encodes to no tokens", i);
+        else if (n == 0)
+            st = llmlab_err_set(err, LLMLAB_EINVAL, "workload request %d: the prompt encodes to no tokens", i);
         w->reqs[i].prompt_len = n;
         off[i] = total;
         total += n;
@@ -514,10 +517,12 @@ llmlab_status llmlab_workload_read(const char *path, const char *run, llmlab_wor
         if (!st && m != n) st = llmlab_err_set(err, LLMLAB_EFORMAT, "%s: run '%s': workload columns differ in length",
                                                path, run);
     }
-    if (!st && !(st = llmlab_results_column_double(path, run, "workload", "arrival_s", &arr, &m, err)) && m != n)
-        st = llmlab_err_set(err, LLMLAB_EFORMAT, "%s: run '%s': workload columns differ in length", path, run);
-    if (!st && !(st = llmlab_results_column_double(path, run, "workload", "cancel_after_s", &cancel, &m, err)) && m != n)
-        st = llmlab_err_set(err, LLMLAB_EFORMAT, "%s: run '%s': workload columns differ in length", path, run);
+    for (int c = 0; c < 2 && !st; c++) {
+        st = llmlab_results_column_double(path, run, "workload", c ? "cancel_after_s" : "arrival_s", c ? &cancel : &arr,
+                                          &m, err);
+        if (!st && m != n)
+            st = llmlab_err_set(err, LLMLAB_EFORMAT, "%s: run '%s': workload columns differ in length", path, run);
+    }
     if (!st) st = read_ints(path, run, "workload_tokens", "token", &tok, &n_tok, err);
     llmlab_workload *w = st ? NULL : workload_alloc((int)n);
     if (!st && !w) st = llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
@@ -531,8 +536,9 @@ llmlab_status llmlab_workload_read(const char *path, const char *run, llmlab_wor
                               .priority = (int)cols[3][i], .released_by = (int)cols[4][i],
                               .stop_at_eos = (int)cols[5][i], .arrival_s = arr[i], .cancel_after_s = cancel[i]};
         if (off >= 0 && (q->prompt_len < 0 || (uint64_t)off + (uint64_t)q->prompt_len > n_tok))
-            st = llmlab_err_set(err, LLMLAB_EFORMAT, "%s: run '%s': workload request %zu's prompt [%lld, +%d) lies "
-                                "outside workload_tokens (%zu rows)", path, run, i, (long long)off, q->prompt_len, n_tok);
+            st = llmlab_err_set(err, LLMLAB_EFORMAT,
+                                "%s: run '%s': workload request %zu's prompt [%lld, +%d) lies outside workload_tokens "
+                                "(%zu rows)", path, run, i, (long long)off, q->prompt_len, n_tok);
         q->prompt = off >= 0 ? w->tokens + off : NULL;
     }
     if (w) w->n_tokens = (int64_t)n_tok;

@@ -197,7 +197,8 @@ static llmlab_status csv_header(trace_reader *t, char *line, llmlab_err *err) {
     char *fields[64];
     int n;
     if (csv_split(line, fields, 64, &n))
-        return llmlab_err_set(err, LLMLAB_EFORMAT, "%s:1: bad CSV header (unterminated quote or > 64 columns)", t->path);
+        return llmlab_err_set(err, LLMLAB_EFORMAT, "%s:1: bad CSV header (unterminated quote or > 64 columns)",
+                              t->path);
     for (int c = 0; c < N_COLS; c++) t->cols[c] = -1;
     for (int k = 0; k < n; k++) {
         int c = col_of(fields[k]);
@@ -289,7 +290,8 @@ static llmlab_status jsonl_line(trace_reader *t, const char *line, size_t len, c
     row_clear(&r);
     static const int num_cols[] = {COL_ARRIVAL, COL_PROMPT_LEN, COL_OUTPUT, COL_PRIORITY, COL_CANCEL};
     llmlab_status st = LLMLAB_OK;
-    for (size_t k = 0; k < sizeof num_cols / sizeof num_cols[0] && !st; k++) st = json_num(o, num_cols[k], &r, where, err);
+    for (size_t k = 0; k < sizeof num_cols / sizeof num_cols[0] && !st; k++)
+        st = json_num(o, num_cols[k], &r, where, err);
     if (!st) st = json_prompt(o, &r, where, err);
     if (!st && (r.text || r.ids)) r.prompt_len = -1;
     if (!st) st = push_row(t, &r, where, err);

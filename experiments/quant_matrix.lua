@@ -97,6 +97,7 @@ end
 local res = llmlab.results(out)
 local stamp = os.date("!%Y%m%dT%H%M%S")
 local base = llmlab.engine{model = model}
+speed(base)
 print(string.format("quant_matrix: %s, %d texts x %d tokens (prefix %d), speed: %d reps interleaved", model_dir,
                     #texts, len, prefix, reps))
 print(string.format("%-22s %6s %9s %10s %7s %8s %8s %8s %8s %9s", "scheme", "bits", "w relRMS", "KL", "top-1", "ppl",
@@ -108,6 +109,7 @@ for _, s in ipairs(schemes) do
     local f = llmlab.fidelity{model = model, quant = s[2], kv_quant = s[3], texts = texts, prefix = prefix,
                               per_token = false}
     local pr, dr = {}, {}
+    speed(e) -- warm-up: first-touch page faults of freshly packed weights
     for _ = 1, reps do
       local bp, bd = speed(base)
       local qp, qd = speed(e)

@@ -44,13 +44,14 @@ step() { # step NAME COMMAND...: runs a command, records ok/FAILED under NAME
     printf '  %s\n' "${status[@]}"
 } 2>&1 | tee "$log"
 
-# The short table: decode (M = 1) rows of every format and the issue's target.
+# The short table: decode (M = 1) rows of every format (fused kernels) and the
+# issue's target.
 {
     echo
     echo "== summary (full output: $log)"
     grep -E '^(device|copy bandwidth) ' "$log"
     awk '$1 == "shape" && $2 == "M" { hdr = $0 }
-         $2 == "1" && $4 == "gemv" { if (hdr != "") { print hdr; hdr = "" } print }' "$log"
+         $2 == "1" && ($4 == "gemv" || $4 == "mma") { if (hdr != "") { print hdr; hdr = "" } print }' "$log"
     grep -E '^target ' "$log"
     grep -E '^\[(FAIL|SKIP)|Synthesis' "$log"
     sed -n '/^== steps/,$p' "$log" | tail -n +2

@@ -31,11 +31,13 @@
 #include "core/params.h"
 #include "core/results.h"
 #include "core/rng.h"
+#include "kernels/cpu/kernels.h"
 #include "kernels/cpu/kv_quant.h"
 #include "kernels/cpu/ops.h"
 #include "util/decode_check.h"
 #include "util/fixture_model.h"
 #include "util/proc.h"
+#include "util/tmpdir.h"
 
 enum { L = 2, NKV = 2, HD = 32, RF = NKV * HD, BS = 8, MAXS = 96 };
 
@@ -125,6 +127,10 @@ Test(kv_quant, row_codec_round_trips_within_its_bound_and_fast_equals_reference)
             llmlab_kvq_decode_row(&r, rec, y);
             llmlab_kvq_decode_row_ref(&r, rec, z);
             cr_assert(!memcmp(y, z, sizeof y), "%s: fast decoder differs from the reference", g_fmts[c].name);
+            llmlab_cpu_force_scalar(1); /* the portable path too */
+            llmlab_kvq_decode_row(&r, rec, y);
+            llmlab_cpu_force_scalar(0);
+            cr_assert(!memcmp(y, z, sizeof y), "%s: portable decoder differs from the reference", g_fmts[c].name);
             for (int i = 0; i < HD; i++)
                 cr_assert(fabs((double)y[i] - x[i]) <= row_bound(f, x, i), "%s: value %d: %.9g decodes to %.9g (bound %g)",
                           g_fmts[c].name, i, x[i], y[i], row_bound(f, x, i));
@@ -152,6 +158,10 @@ Test(kv_quant, channel_codec_round_trips_over_the_rows_in_use) {
                         llmlab_kvq_decode_channel_row(&r, codes[i], params, y);
                         llmlab_kvq_decode_channel_row_ref(&r, codes[i], params, z);
                         cr_assert(!memcmp(y, z, sizeof y), "per-channel fast decoder differs from the reference");
+                        llmlab_cpu_force_scalar(1);
+                        llmlab_kvq_decode_channel_row(&r, codes[i], params, y);
+                        llmlab_cpu_force_scalar(0);
+                        cr_assert(!memcmp(y, z, sizeof y), "per-channel portable decoder differs from the reference");
                         double b = int_bound(dt, asym, lo, hi, x[i][ch]);
                         cr_assert(fabs((double)y[ch] - x[i][ch]) <= b, "int%d asym %d: row %d ch %d: %.9g -> %.9g (bound %g)",
                                   dt == LLMLAB_KV_INT8 ? 8 : 4, asym, i, ch, x[i][ch], y[ch], b);
@@ -335,6 +345,17 @@ static llmlab_attn_keys lane_keys(const llmlab_kv *kv, int seq, int layer, int h
                               .n_prior = llmlab_kv_len(kv, seq), .q_pos = 1 << 20};
 }
 
+/* Largest |value| of one head's decoded keys (which 0) or values (1) over n slots of sequence 0. */
+static double lane_absmax(const llmlab_kv *kv, int n, int layer, int head, int which) {
+    double m = 0;
+    float buf[HD];
+    for (int s = 0; s < n; s++) {
+        const float *x = llmlab_kv_head(kv, 0, s, layer, which, head, buf);
+        for (int i = 0; i < HD; i++) m = fmax(m, fabsf(x[i]));
+    }
+    return m;
+}
+
 Test(kv_quant, attention_equals_f32_attention_over_the_decoded_cache) {
     llmlab_rng g;
     llmlab_rng_seed(&g, fixture_seed("attention"), 6);
@@ -364,10 +385,16 @@ Test(kv_quant, attention_equals_f32_attention_over_the_decoded_cache) {
                     cr_assert(!memcmp(out, want, sizeof out), "%s: attention output differs from f32 over the decoded "
                               "cache (layer %d head %d)", g_fmts[c].name, l, h);
                     cr_assert(!memcmp(mass, mass_ref, sizeof mass), "%s: attention mass differs", g_fmts[c].name);
+                    /* f32 against double: a score s = scale * q.k is off by up to about
+                     * HD * eps * scale * sum|q| * max|k|, which exp turns into a relative
+                     * error of each probability, so outputs move by that times max|v|. */
                     llmlab_cpu_attention_ref(dbl, q, HD, &k, scale);
+                    double kmax = lane_absmax(kv, 45, l, h, 0), vmax = lane_absmax(kv, 45, l, h, 1), qsum = 0;
+                    for (int i = 0; i < HD; i++) qsum += fabsf(q[i]);
+                    double tol = (4.0 * HD * 0x1p-24 * scale * qsum * kmax + 1e-6) * vmax + 1e-30;
                     for (int i = 0; i < HD; i++)
-                        cr_assert(fabsf(out[i] - dbl[i]) <= 1e-5f * (1.0f + fabsf(dbl[i])),
-                                  "%s: kernel %.9g vs double reference %.9g", g_fmts[c].name, out[i], dbl[i]);
+                        cr_assert(fabs((double)out[i] - dbl[i]) <= tol, "%s: kernel %.9g vs double reference %.9g (tol %g)",
+                                  g_fmts[c].name, out[i], dbl[i], tol);
                 }
         llmlab_kv_free(kv);
         llmlab_kv_free(ref);
@@ -788,13 +815,13 @@ Test(kv_engine, kv_int8_keeps_top1_agreement_with_fewer_bytes, .timeout = 180) {
     uint64_t seed = fixture_seed("fidelity");
     llmlab_rng g;
     llmlab_rng_seed(&g, seed, 5);
-    static int32_t tok[6][160];
-    llmlab_fid_text t[6];
-    for (int i = 0; i < 6; i++) {
+    static int32_t tok[4][160];
+    llmlab_fid_text t[4];
+    for (int i = 0; i < 4; i++) {
         for (int j = 0; j < 160; j++) tok[i][j] = (int32_t)(llmlab_rng_next(&g) % (uint64_t)g_shape.vocab);
         t[i] = (llmlab_fid_text){tok[i], 160, 8};
     }
-    llmlab_fid_result *i8 = fidelity_of(g_fm.m, "kv_int8", "", t, 6), *i4 = fidelity_of(g_fm.m, "kv_int4", "residual=0", t, 6);
+    llmlab_fid_result *i8 = fidelity_of(g_fm.m, "kv_int8", "", t, 4), *i4 = fidelity_of(g_fm.m, "kv_int4", "residual=0", t, 4);
     print_fid("synthetic kv_int8", i8);
     print_fid("synthetic kv_int4 R=0", i4);
     cr_assert_geq(i8->top1_rate, 0.98, "kv_int8 top-1 agreement %.4f", i8->top1_rate);
@@ -810,7 +837,7 @@ Test(kv_engine, kv_int8_keeps_top1_agreement_with_fewer_bytes, .timeout = 180) {
     llmlab_err err = {0};
     cr_assert_eq(llmlab_model_load(&zoo, dir, &err), LLMLAB_OK, "%s", err.msg);
     llmlab_fid_text zt[4];
-    int32_t *ids = zoo_texts(zt, 4, 192, seed);
+    int32_t *ids = zoo_texts(zt, 4, 160, seed);
     i8 = fidelity_of(zoo, "kv_int8", "", zt, 4);
     print_fid("zoo kv_int8", i8);
     cr_assert_geq(i8->top1_rate, 0.98, "zoo: kv_int8 top-1 agreement %.4f", i8->top1_rate);
@@ -818,12 +845,6 @@ Test(kv_engine, kv_int8_keeps_top1_agreement_with_fewer_bytes, .timeout = 180) {
     /* int8 head rows of 64: 66 bytes instead of 256 */
     cr_assert_lt(i8->kv_bytes_mean, 0.27 * i8->kv_bytes_mean_dense);
     llmlab_fid_result_free(i8);
-    i4 = fidelity_of(zoo, "kv_int4", "", zt, 4);
-    print_fid("zoo kv_int4 (R=128)", i4);
-    llmlab_fid_result_free(i4);
-    i4 = fidelity_of(zoo, "kv_int4", "residual=0", zt, 4);
-    print_fid("zoo kv_int4 R=0", i4);
-    llmlab_fid_result_free(i4);
     free(ids);
     llmlab_model_free(zoo);
 }
@@ -860,8 +881,7 @@ Test(kv_engine, wrong_choices_are_refused_with_reasons) {
 }
 
 Test(kv_engine, lua_option_reaches_the_engine_and_the_record, .timeout = 60) {
-    char dir[] = "/tmp/llmlab-kvq-XXXXXX", path[512], cmd[2048];
-    cr_assert_not_null(mkdtemp(dir));
+    char *dir = tmpdir_make(), path[512], cmd[2048];
     const char *s =
         "local m = llmlab.model{path = llmlab.synth{dir = 'm', preset = 'tiny', seed = 2}}\n"
         "local e = llmlab.engine{model = m, kv_quant = {'kv_int4', residual = 64}, kv_block_size = 8, seed = 5}\n"
@@ -896,5 +916,5 @@ Test(kv_engine, lua_option_reaches_the_engine_and_the_record, .timeout = 60) {
     cr_assert_eq(group, 16);
     free(plugin);
     free(dtype);
-    fixture_rmtree(dir);
+    tmpdir_remove(dir);
 }

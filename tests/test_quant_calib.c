@@ -273,7 +273,8 @@ static double layer_error(const float *Wq, const float *W, int64_t rows, int64_t
     for (int64_t t = 0; t < n; t++)
         for (int64_t r = 0; r < rows; r++) {
             double d = 0;
-            for (int64_t c = 0; c < cols; c++) d += (double)X[t * cols + c] * ((double)Wq[r * cols + c] - W[r * cols + c]);
+            for (int64_t c = 0; c < cols; c++)
+                d += (double)X[t * cols + c] * ((double)Wq[r * cols + c] - W[r * cols + c]);
             e += d * d;
         }
     return e;
@@ -483,7 +484,8 @@ Test(methods, smoothquant_error_below_plain_w8a8_with_outliers) {
     float s05[C], s0[C];
     llmlab_smoothquant_scales(W, R, C, X, N, 0.5, s05);
     llmlab_smoothquant_scales(W, R, C, X, N, 0.0, s0);
-    double e05 = w8a8_error(W, R, C, X, N, s05), e0 = w8a8_error(W, R, C, X, N, s0), eplain = w8a8_error(W, R, C, X, N, NULL);
+    double e05 = w8a8_error(W, R, C, X, N, s05), e0 = w8a8_error(W, R, C, X, N, s0);
+    double eplain = w8a8_error(W, R, C, X, N, NULL);
     cr_assert_lt(e05, 0.25 * e0, "alpha 0.5 error %g not below 0.25 x alpha 0's %g (seed %llu)", e05, e0,
                  (unsigned long long)seed);
     cr_assert_lt(e05, 0.25 * eplain, "alpha 0.5 error %g not below 0.25 x plain W8A8's %g (seed %llu)", e05, eplain,

@@ -262,7 +262,9 @@ typedef struct {
 
 typedef void (*sim_observer)(void *user, const sim *S, const vfix *f, int iter);
 
-static int sim_target(const sim *S, int i) { return S->generated[i] ? S->prompt[i] + S->generated[i] - 1 : S->prompt[i]; }
+static int sim_target(const sim *S, int i) {
+    return S->generated[i] ? S->prompt[i] + S->generated[i] - 1 : S->prompt[i];
+}
 
 /* Runs the workload to completion (asserting progress); returns iterations. */
 static int sim_run(sim *S, sched_inst *s, sim_observer obs, void *user, const char *what) {
@@ -425,7 +427,8 @@ Test(sched_plugins, static_never_admits_mid_batch_nor_mixes_phases) {
         sim_run(&S, &s, static_observer, &watch, "static");
         cr_assert_leq(watch.max_members, watch.max_batch, "a batch of %d > max_batch %d (seed %llu)",
                       watch.max_members, watch.max_batch, (unsigned long long)seed);
-        cr_assert(!watch.mixed, "static mixed prefill and decode in one iteration (seed %llu)", (unsigned long long)seed);
+        cr_assert(!watch.mixed, "static mixed prefill and decode in one iteration (seed %llu)",
+                  (unsigned long long)seed);
         cr_assert_geq(watch.epochs * watch.max_batch, S.n, "every request ran in some batch");
         inst_free(&s);
     }
@@ -770,6 +773,27 @@ Test(sched_plugins, sjf_admits_a_prefix_of_the_queue_sorted_by_prediction) {
 
 /* ---- the real engine ---------------------------------------------------------------------------- */
 
+/* Runs reqs[R] through an engine with sched plugin c; kv_tokens small = a pool
+ * that forces preemptions (swap: by swapping when the plugin or engine can). */
+static llmlab_run_result *engine_run(const fixture_model *fm, const sched_config *c, const llmlab_request *reqs, int n,
+                                     int kv_tokens, int swap, uint64_t seed) {
+    llmlab_param_value vals[4];
+    int nv = 0;
+    for (; c->kv[2 * nv]; nv++) llmlab_param_value_from_text(&vals[nv], c->kv[2 * nv], c->kv[2 * nv + 1]);
+    llmlab_engine_opts o = {.registry = g_reg, .sched = {c->name, vals, nv}, .seed = seed, .n_threads = 2,
+                            .kv_tokens = kv_tokens, .kv_block_size = 4, .max_seqs = 4, .token_budget = 32,
+                            .swap_tokens = swap ? 512 : 0,
+                            .preempt_mode = swap ? LLMLAB_PREEMPT_SWAP : LLMLAB_PREEMPT_RECOMPUTE};
+    llmlab_engine *e = NULL;
+    llmlab_err err = {0};
+    cr_assert_eq(llmlab_engine_create(&e, fm->m, &o, &err), LLMLAB_OK, "%s", err.msg);
+    llmlab_run_result *res = NULL;
+    cr_assert_eq(llmlab_engine_run(e, reqs, n, &res, &err), LLMLAB_OK, "%s (kv %d, swap %d): %s (seed %llu)", c->name,
+                 kv_tokens, swap, err.msg, (unsigned long long)seed);
+    llmlab_engine_free(e);
+    return res;
+}
+
 Test(sched_plugins, engine_runs_every_plugin_to_fcfs_greedy_outputs, .timeout = 120) {
     uint64_t seed = fixture_seed("sched-engine");
     llmlab_rng g;
@@ -785,45 +809,40 @@ Test(sched_plugins, engine_runs_every_plugin_to_fcfs_greedy_outputs, .timeout = 
         reqs[i] = (llmlab_request){.id = i, .prompt = prompts[i], .prompt_len = len, .max_new = rnd(&g, 1, 12),
                                    .arrival_s = 0, .priority = rnd(&g, 0, 2)};
     }
-    const sched_config runs[] = {{"fcfs", {NULL}}, {"static", {"max_batch", "4", NULL}}, {"chunked_prefill", {"chunk", "20", NULL}},
-                                 {"priority", {NULL}}, {"mlfq", {"base_quantum", "4", NULL}}, {"sjf", {"preemptive", "true", NULL}},
+    const sched_config fcfs = {"fcfs", {NULL}};
+    const sched_config runs[] = {{"static", {"max_batch", "4", NULL}}, {"chunked_prefill", {"chunk", "20", NULL}},
+                                 {"priority", {NULL}}, {"priority", {"victim", "most_blocks", NULL}},
+                                 {"mlfq", {"base_quantum", "4", NULL}}, {"sjf", {"preemptive", "true", NULL}},
                                  {"sjf", {NULL}}};
-    llmlab_run_result *ref = NULL;
-    for (size_t c = 0; c < sizeof runs / sizeof runs[0]; c++) {
-        llmlab_param_value vals[4];
-        int nv = 0;
-        for (; runs[c].kv[2 * nv]; nv++) llmlab_param_value_from_text(&vals[nv], runs[c].kv[2 * nv], runs[c].kv[2 * nv + 1]);
-        llmlab_engine_opts o = {.registry = g_reg, .sched = {runs[c].name, vals, nv}, .seed = seed, .n_threads = 2,
-                                .kv_tokens = 1024, .kv_block_size = 4, .max_seqs = 4, .token_budget = 32};
-        llmlab_engine *e = NULL;
-        llmlab_err err = {0};
-        cr_assert_eq(llmlab_engine_create(&e, fm.m, &o, &err), LLMLAB_OK, "%s", err.msg);
-        llmlab_run_result *res = NULL;
-        cr_assert_eq(llmlab_engine_run(e, reqs, R, &res, &err), LLMLAB_OK, "%s: %s (seed %llu)", runs[c].name, err.msg,
-                     (unsigned long long)seed);
-        cr_assert_eq(res->n_reqs, R);
-        for (int i = 0; i < R; i++) {
-            cr_assert_eq(res->req_id[i], i);
-            cr_assert_eq(res->output_len[i], reqs[i].max_new, "%s: request %d output length", runs[c].name, i);
-            cr_assert_geq(res->finish_s[i], 0, "%s: request %d finished", runs[c].name, i);
-            int toks = 0;
-            for (int k = 0; k < res->n_tok; k++) toks += res->tok_req[k] == i;
-            cr_assert_eq(toks, reqs[i].max_new, "%s: request %d's tokens recorded once each", runs[c].name, i);
-            if (ref)
+    llmlab_run_result *ref = engine_run(&fm, &fcfs, reqs, R, 1024, 0, seed);
+    long long preempted = 0, swapped = 0;
+    for (size_t c = 0; c < sizeof runs / sizeof runs[0]; c++)
+        for (int pool = 0; pool < 3; pool++) { /* roomy; tight with recompute; tight with swap */
+            llmlab_run_result *res = engine_run(&fm, &runs[c], reqs, R, pool ? 96 : 1024, pool == 2, seed);
+            cr_assert_eq(res->n_reqs, R);
+            for (int i = 0; i < R; i++) {
+                cr_assert_eq(res->req_id[i], i);
+                cr_assert_eq(res->output_len[i], reqs[i].max_new, "%s pool %d: request %d output length", runs[c].name,
+                             pool, i);
+                cr_assert_geq(res->finish_s[i], 0, "%s: request %d finished", runs[c].name, i);
+                int toks = 0;
+                for (int k = 0; k < res->n_tok; k++) toks += res->tok_req[k] == i;
+                cr_assert_eq(toks, reqs[i].max_new, "%s: request %d's tokens recorded once each", runs[c].name, i);
                 cr_assert(!memcmp(res->output[i], ref->output[i], sizeof(int32_t) * (size_t)reqs[i].max_new),
-                          "%s: request %d's greedy output differs from fcfs's (seed %llu)", runs[c].name, i,
-                          (unsigned long long)seed);
+                          "%s pool %d: request %d's greedy output differs from fcfs's (seed %llu)", runs[c].name, pool,
+                          i, (unsigned long long)seed);
+            }
+            for (int k = 0; k < res->n_steps; k++) {
+                cr_assert_leq(res->step_tokens[k], 32, "%s: step %d over the token budget", runs[c].name, k);
+                cr_assert_leq(res->step_seqs[k], 4, "%s: step %d over max_seqs", runs[c].name, k);
+                cr_assert_leq(res->step_kv_blocks[k], pool ? 24 : 256, "%s: step %d over the pool", runs[c].name, k);
+            }
+            preempted += pool ? res->preemptions_total : 0;
+            swapped += pool == 2 ? res->swaps_total : 0;
+            llmlab_run_result_free(res);
         }
-        int max_seqs = 0;
-        for (int k = 0; k < res->n_steps; k++) {
-            cr_assert_leq(res->step_tokens[k], 32, "%s: step %d over the token budget", runs[c].name, k);
-            if (res->step_seqs[k] > max_seqs) max_seqs = res->step_seqs[k];
-        }
-        cr_assert_leq(max_seqs, 4, "%s: max_seqs respected", runs[c].name);
-        llmlab_engine_free(e);
-        if (!ref) ref = res;
-        else llmlab_run_result_free(res);
-    }
+    cr_assert_gt(preempted, 0, "the tight pool made some plugin preempt");
+    cr_assert_gt(swapped, 0, "the tight pool with swap space swapped");
     llmlab_run_result_free(ref);
     fixture_free(&fm);
 }

@@ -23,6 +23,7 @@
 #include "core/sim.h"
 #include "core/workload.h"
 #include "util/fixture_model.h"
+#include "util/proc.h"
 #include "util/tmpdir.h"
 
 static llmlab_registry *reg;
@@ -666,4 +667,94 @@ Test(sim, capacity_on_simulator_monotone_in_cost) {
         llmlab_sim_free(s);
     }
     cr_assert(caps[1] >= caps[0], "twice as fast: %g vs %g requests/s", caps[1], caps[0]);
+}
+
+/* ---- Lua and the command line -------------------------------------------------------------------- */
+
+static int run_cmd(const char *dir, const char *args, char *out, size_t cap, char *errout, size_t ecap) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "cd %s && %s %s", dir, LLMLAB_BIN, args);
+    return proc_run(cmd, out, cap, errout, ecap);
+}
+
+/* llmlab.simulate, result.serving, results:write of a simulated run,
+ * llmlab.capacity on the simulator, e:run's serving table, llmlab.profile and
+ * llmlab.step_error, through a script. */
+Test(sim, lua_simulate_capacity_profile) {
+    char *dir = tmpdir_make();
+    fixture_model fm;
+    fixture_load(&fm, &fixture_shapes[0], 7);
+    char script[8192], path[512];
+    snprintf(script, sizeof script,
+             "local shape = {dim = 4096, layers = 32, heads = 32, kv_heads = 8, ffn = 14336, vocab = 128256}\n"
+             "local function wl(rate) return llmlab.workload{n = 200, seed = 5, arrival = 'poisson', rate = rate,\n"
+             "  tokens = false, prompt_len = {'uniform', 64, 1024}, output_len = {'uniform', 16, 256}} end\n"
+             "local s = llmlab.simulate{shape = shape, hardware = 'a100', sched = 'chunked_prefill', workload = wl(20),\n"
+             "  kv_tokens = 100000, token_budget = 1024, max_seqs = 64, slo = {ttft = 0.5, tpot = 0.05},\n"
+             "  percentiles = {50, 99.9}, steps = true}\n"
+             "local m = s.serving\n"
+             "assert(m.completed == 200 and m.ttft['p99_9'] >= m.ttft.p50 and m.tpot.n > 0, 'serving')\n"
+             "assert(#s.requests == 200 and #s.steps.start_s == s.summary.steps, 'tables')\n"
+             "local R = llmlab.results('out.h5')\n"
+             "R:write('sim', s)\n"
+             "local c = llmlab.capacity{simulate = {shape = shape, hardware = 'a100', sched = 'continuous',\n"
+             "  kv_tokens = 100000, token_budget = 2048, max_seqs = 64}, workload = wl,\n"
+             "  slo = {ttft = 0.5, tpot = 0.05}, lo = 1, tol = 0.05}\n"
+             "assert(c.bracketed and c.rate > 1 and c.fail_rate > c.rate and #c.evals > 2, 'capacity')\n"
+             "print(string.format('capacity %%.3f', c.rate))\n"
+             "local model = llmlab.model{path = '%s', threads = 1}\n"
+             "local e = llmlab.engine{model = model, sched = 'continuous', kv_tokens = 4096, max_seqs = 8}\n"
+             "local w = llmlab.workload{model = model, n = 12, seed = 2, arrival = 'poisson', rate = 200,\n"
+             "  prompt_len = {'uniform', 4, 40}, output_len = {'uniform', 2, 12}}\n"
+             "local r = e:run(w, {slo = {e2e = 100}})\n"
+             "assert(r.serving.completed == 12 and r.serving.slo_attainment == 1 and r.serving.kv_util.max > 0, 'e:run')\n"
+             "local p = llmlab.profile{model = model, quick = true, reps = 1, out = 'p.json'}\n"
+             "assert(p.kind == 'fitted' and #p.samples >= 5 and p.c0_s >= 0, 'profile')\n"
+             "local se = llmlab.step_error{result = r, profile = 'p.json'}\n"
+             "assert(se.n > 0 and se.mape >= 0, 'step_error')\n"
+             "local s2 = llmlab.simulate{model = model, profile = 'p.json', sched = 'continuous', workload = w,\n"
+             "  kv_tokens = 4096, max_seqs = 8}\n"
+             "assert(s2.serving.completed == 12, 'simulate with a profile')\n"
+             "R:write('sim2', s2)\n"
+             "local c2 = llmlab.capacity{engine = e, workload = function(rate) return llmlab.workload{model = model,\n"
+             "  n = 6, seed = 1, arrival = 'poisson', rate = rate, prompt_len = 8, output_len = 4} end,\n"
+             "  slo = {e2e = 100}, lo = 100, max_evals = 3}\n"
+             "assert(c2.rate >= 100 and c2.fail_rate == math.huge and #c2.evals == 3, 'capacity on the engine')\n",
+             fm.m->path);
+    snprintf(path, sizeof path, "%s/s.lua", dir);
+    proc_write_file(path, script);
+    static char out[1 << 16], errout[1 << 16];
+    int rc = run_cmd(dir, "run s.lua", out, sizeof out, errout, sizeof errout);
+    cr_assert_eq(rc, 0, "llmlab run: %s%s", out, errout);
+    snprintf(path, sizeof path, "%s/out.h5", dir);
+    double *col = NULL;
+    size_t n = 0;
+    llmlab_err err = {0};
+    cr_assert_eq(llmlab_results_column_double(path, "sim", "serving", "ttft_p99_9_s", &col, &n, &err), LLMLAB_OK,
+                 "%s", err.msg);
+    free(col);
+    cr_assert_eq(llmlab_results_column_double(path, "sim", "steps", "duration_s", &col, &n, &err), LLMLAB_OK, "%s",
+                 err.msg);
+    cr_assert(n > 0);
+    free(col);
+    char *sched = NULL;
+    cr_assert_eq(llmlab_results_attr_str(path, "sim", "settings/sched/plugin", &sched, &err), LLMLAB_OK, "%s", err.msg);
+    cr_assert_str_eq(sched, "chunked_prefill");
+    free(sched);
+    /* the command line: profile, then capacity on it */
+    char args[1024];
+    snprintf(args, sizeof args, "profile %s --out p2.json --quick --reps 1 --threads 1 --quiet", fm.m->path);
+    rc = run_cmd(dir, args, out, sizeof out, errout, sizeof errout);
+    cr_assert_eq(rc, 0, "%s%s", out, errout);
+    cr_assert(strstr(out, "mean abs error"), "%s", out);
+    rc = run_cmd(dir, "capacity --profile p2.json -n 100 --prompt uniform:4:40 --output fixed:8 --ttft 0.5 "
+                      "--kv-tokens 8192 --max-seqs 16",
+                 out, sizeof out, errout, sizeof errout);
+    cr_assert_eq(rc, 0, "%s%s", out, errout);
+    cr_assert(strstr(out, "capacity: "), "%s", out);
+    rc = run_cmd(dir, "capacity --profile p2.json", out, sizeof out, errout, sizeof errout);
+    cr_assert_eq(rc, 2, "no SLO is a usage error");
+    cr_assert(strstr(errout, "SLO"), "%s", errout);
+    fixture_free(&fm);
+    tmpdir_remove(dir);
 }

@@ -126,7 +126,8 @@ Test(workload, length_distributions_match_their_parameters) {
             seen[w->reqs[i].prompt_len]++;
             x[i] = w->reqs[i].prompt_len;
         }
-        for (int k = 10; k <= 20; k++) cr_assert_gt(seen[k], N / 11 - 5 * sqrt(N / 11.0), "uniform value %d is rare", k);
+        for (int k = 10; k <= 20; k++)
+            cr_assert_gt(seen[k], N / 11 - 5 * sqrt(N / 11.0), "uniform value %d is rare", k);
         moments(x, N, &mean, &cv2);
         cr_assert_lt(fabs(mean - 15), 5 * sqrt(10.0 / N), "uniform mean %g", mean);
         for (int i = 0; i < N; i++) x[i] = w->reqs[i].max_new;
@@ -151,7 +152,8 @@ Test(workload, length_distributions_match_their_parameters) {
             e5 += o == 5, e10 += o == 10, e100 += o == 100;
         }
         double p1 = 1 / H, p2 = pow(2, -1.2) / H;
-        cr_assert_lt(fabs((double)ones / N - p1), 5 * sqrt(p1 * (1 - p1) / N), "zipf P(1) %g, want %g", (double)ones / N, p1);
+        cr_assert_lt(fabs((double)ones / N - p1), 5 * sqrt(p1 * (1 - p1) / N), "zipf P(1) %g, want %g",
+                     (double)ones / N, p1);
         cr_assert_lt(fabs((double)twos / N - p2), 5 * sqrt(p2 * (1 - p2) / N), "zipf P(2)");
         cr_assert_lt(fabs(e10 / (double)N - 0.5), 5 * sqrt(0.25 / N), "empirical: 10 is half the file");
         cr_assert_lt(fabs(e5 / (double)N - 0.25), 5 * sqrt(0.1875 / N), "empirical: 5 a quarter");
@@ -391,7 +393,8 @@ Test(workload, trace_errors_name_file_and_line) {
         {"quote.csv", "arrival_s,prompt,output_len\n0,\"open,2\n", {"quote.csv:2:", "quote"}},
         {"short.csv", "arrival_s,prompt_len,output_len\n0,4\n", {"short.csv:2:", "output_len"}},
         {"empty.csv", "arrival_s,prompt_len,output_len\n", {"empty.csv", "no requests"}},
-        {"obj.jsonl", "{\"arrival\": 0, \"prompt_len\": 3, \"output_len\": 1}\n[1, 2]\n", {"obj.jsonl:2:", "JSON object"}},
+        {"obj.jsonl", "{\"arrival\": 0, \"prompt_len\": 3, \"output_len\": 1}\n[1, 2]\n",
+         {"obj.jsonl:2:", "JSON object"}},
         {"type.jsonl", "{\"arrival\": \"soon\", \"prompt_len\": 3, \"output_len\": 1}\n", {"type.jsonl:1:", "number"}},
         {"noout.jsonl", "{\"arrival\": 0, \"prompt_len\": 3}\n", {"noout.jsonl:1:", "output_len"}},
         {"ids.jsonl", "{\"arrival\": 0, \"prompt\": [1, -2], \"output_len\": 1}\n", {"ids.jsonl:1:", "token 1"}},
@@ -406,7 +409,8 @@ Test(workload, trace_errors_name_file_and_line) {
         cr_assert_neq(st, LLMLAB_OK, "%s was accepted", cases[c].name);
         cr_assert_null(w);
         for (int k = 0; k < 2; k++)
-            cr_assert(strstr(err.msg, cases[c].want[k]), "%s: '%s' lacks '%s'", cases[c].name, err.msg, cases[c].want[k]);
+            cr_assert(strstr(err.msg, cases[c].want[k]), "%s: '%s' lacks '%s'", cases[c].name, err.msg,
+                      cases[c].want[k]);
     }
     llmlab_err err = {0};
     llmlab_status st;

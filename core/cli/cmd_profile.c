@@ -12,13 +12,14 @@
 static void profile_usage(FILE *f) {
     fprintf(f,
             "usage: llmlab profile MODEL_DIR --out PROFILE.json [--threads N] [--token-budget N]\n"
-            "         [--max-seqs N] [--reps N] [--quick] [--no-engine] [--quiet]\n"
+            "         [--max-seqs N] [--reps N] [--fastest] [--quick] [--no-engine] [--quiet]\n"
             "  Times forwards of decode batches, prefill chunks and mixes on the CPU backend,\n"
             "  fits t = c0 + c_pf*prefill_tokens + c_dec*decode_seqs + c_kv*decode_kv\n"
             "  + c_attn*prefill_attn (docs/serving.md) and writes it with the model shape and\n"
             "  the machine.  A short engine run adds the scheduling/sampling overhead.\n"
             "  --token-budget N  largest batch (default 512)   --max-seqs N  largest decode batch (64)\n"
-            "  --reps N          timed repetitions per point, median kept (3)\n"
+            "  --reps N          timed repetitions per point, the median kept (5)\n"
+            "  --fastest         keep the fastest repetition instead (the machine's own speed)\n"
             "  --quick           a small grid (a first look, tests)\n"
             "  --no-engine       forwards only (no engine-overhead run)\n");
 }
@@ -37,6 +38,7 @@ int llmlab_cmd_profile(int argc, char **argv) {
         else if (!strcmp(a, "--max-seqs")) { VAL(); if (llmlab_arg_int(C, a, v, 1, 65536, &o.max_seqs)) return 2; }
         else if (!strcmp(a, "--reps")) { VAL(); if (llmlab_arg_int(C, a, v, 1, 15, &o.reps)) return 2; }
         else if (!strcmp(a, "--quick")) o.quick = 1;
+        else if (!strcmp(a, "--fastest")) o.fastest = 1;
         else if (!strcmp(a, "--no-engine")) engine = 0;
         else if (!strcmp(a, "--quiet")) o.verbose = 0;
         else if (a[0] == '-') { fprintf(stderr, "llmlab profile: unknown option '%s'\n", a); profile_usage(stderr); return 2; }

@@ -1,6 +1,6 @@
 /* cmd_synth.c - `llmlab synth`: write a seeded random-weight model directory.
  *
- *   llmlab synth OUT_DIR [--preset NAME] [--arch A] [--vocab N] ... [--shards N] [--medusa K]
+ *   llmlab synth OUT_DIR [--preset NAME] [--arch A] [--vocab N] ... [--shards N] [--medusa K] [--gguf TYPE]
  *
  * The preset is applied first and every other option overrides it, whatever the
  * order on the command line.  Usage errors exit 2, write errors exit 1.

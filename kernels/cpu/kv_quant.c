@@ -198,6 +198,42 @@ void llmlab_kvq_decode_row_ref(const llmlab_kvq_row *f, const uint8_t *rec, floa
 }
 
 #if LLMLAB_X86
+/* Codes i .. i + 7 (i a multiple of 8) as eight int32: int8 sign-extended, uint8
+ * zero-extended, int4 nibbles unpacked in element order (low nibble first) and,
+ * symmetric, shifted back by 8.  Exact, like the scalar get_code. */
+LLMLAB_SIMD_INLINE __m256i codes8(const uint8_t *codes, int i, int bits, int asym) {
+    if (bits == 8) {
+        __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(codes + i));
+        return asym ? _mm256_cvtepu8_epi32(b) : _mm256_cvtepi8_epi32(b);
+    }
+    uint32_t w;
+    memcpy(&w, codes + i / 2, 4);
+    __m128i b = _mm_cvtsi32_si128((int)w), m4 = _mm_set1_epi8(0x0f);
+    __m128i lo = _mm_and_si128(b, m4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m4);
+    __m256i q = _mm256_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi));
+    return asym ? q : _mm256_sub_epi32(q, _mm256_set1_epi32(8));
+}
+
+/* Integer rows, eight values at a time: the same multiply (and add) as the
+ * reference, so the same bits; a group that is not a multiple of 8 goes scalar. */
+LLMLAB_SIMD_FN static void int_row_avx2(const llmlab_kvq_row *f, const uint8_t *rec, float *x) {
+    int hd = f->head_dim, bits = llmlab_kvq_bits(f->dtype), gs = f->group, G = hd / gs;
+    const uint8_t *sc = rec + llmlab_kvq_code_bytes(f), *mn = sc + 2 * G;
+    for (int g = 0; g < G; g++) {
+        float s = h2f(get16(sc + 2 * g)), m = f->asym ? h2f(get16(mn + 2 * g)) : 0.0f;
+        __m256 vs = _mm256_set1_ps(s), vm = _mm256_set1_ps(m);
+        int c0 = g * gs, i = 0;
+        for (; gs % 8 == 0 && i + 8 <= gs; i += 8) {
+            __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(codes8(rec, c0 + i, bits, f->asym)), vs);
+            _mm256_storeu_ps(x + c0 + i, f->asym ? _mm256_add_ps(vm, v) : v);
+        }
+        for (; i < gs; i++) {
+            float c = (float)get_code(rec, c0 + i, bits, f->asym);
+            x[c0 + i] = f->asym ? m + c * s : c * s;
+        }
+    }
+}
+
 /* F16C widening is exact, so this equals the scalar conversion bit for bit
  * (llmlab_f16_to_f32 handles subnormals, inf and NaN the same way). */
 LLMLAB_SIMD_FN static void f16_row_avx2(const uint8_t *rec, float *x, int n) {
@@ -225,7 +261,15 @@ void llmlab_kvq_decode_row(const llmlab_kvq_row *f, const uint8_t *rec, float *x
         for (int i = 0; i < hd; i++) x[i] = llmlab_bf16_to_f32(get16(rec + 2 * i));
         return;
     case LLMLAB_KV_INT8:
-    case LLMLAB_KV_INT4: decode_int_row(f, rec, x); return;
+    case LLMLAB_KV_INT4:
+#if LLMLAB_X86
+        if (llmlab_cpu_use_avx2()) {
+            int_row_avx2(f, rec, x);
+            return;
+        }
+#endif
+        decode_int_row(f, rec, x);
+        return;
     }
 }
 
@@ -267,10 +311,9 @@ LLMLAB_SIMD_FN static void channel_row_avx2(const llmlab_kvq_row *f, const uint8
     const uint8_t *sc = params, *mn = params + 2 * hd;
     for (; c + 8 <= hd; c += 8) {
         __m256 s = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(sc + 2 * c)));
-        float q[8];
-        for (int j = 0; j < 8; j++) q[j] = (float)get_code(codes, c + j, bits, f->asym);
-        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(q), s);
-        if (f->asym) v = _mm256_add_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(mn + 2 * c))), v);
+        __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(codes8(codes, c, bits, f->asym)), s);
+        if (f->asym)
+            v = _mm256_add_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(mn + 2 * c))), v);
         _mm256_storeu_ps(x + c, v);
     }
     for (; c < hd; c++) {

@@ -123,6 +123,16 @@ llmlab_status llmlab_cuda_mem_d2d(llmlab_cuda_qctx *c, void *dst, const void *sr
 /* Fills bytes with the byte value v (asynchronous; e.g. NaN poison 0xff). */
 llmlab_status llmlab_cuda_mem_set(llmlab_cuda_qctx *c, void *p, int v, size_t bytes, llmlab_err *err);
 
+/* Seconds per call of `iters` calls llmlab_cuda_matmul(c, w[i % n], y, x, M,
+ * path), i = 0, 1, ..., timed with CUDA events.  graph = 1 captures the calls
+ * into a CUDA graph and times one replay (no host launch gaps between the
+ * kernels, as a decode step run from a graph); graph = 0 times plain launches.
+ * Make one call with graph = 0 first: workspaces are allocated then, and
+ * allocation is not allowed during a capture. */
+llmlab_status llmlab_cuda_time_matmuls(llmlab_cuda_qctx *c, llmlab_cuda_wmat *const *w, int n, float *y, const float *x,
+                                       int M, llmlab_cuda_path path, int iters, int graph, double *seconds,
+                                       llmlab_err *err);
+
 /* CUDA events on the context's stream: start, then stop gives the seconds
  * between them (stop waits for the stream). */
 llmlab_status llmlab_cuda_timer_create(llmlab_cuda_timer **t, llmlab_err *err);

@@ -29,6 +29,7 @@ struct llmlab_cuda_qctx {
     size_t l2_bytes;
     cudaStream_t stream;
     cublasHandle_t blas;
+    void *blas_ws;         /* cuBLAS workspace (32 MiB) */
     /* Workspace, grown on demand (never shrunk): */
     int8_t *xq;            /* [M][cols] int8 activation codes (Q8_0, Q4_0) */
     float *xd;             /* [M][cols/32] activation block scales */

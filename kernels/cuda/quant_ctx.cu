@@ -61,6 +61,8 @@ llmlab_status llmlab_cuq_reserve(void **buf, size_t *cap, size_t n, size_t sz, c
 
 /* ---- context --------------------------------------------------------------------- */
 
+static const size_t kBlasWorkspace = (size_t)32 << 20; /* cuBLAS's recommendation for Hopper */
+
 extern "C" llmlab_status llmlab_cuda_qctx_create(llmlab_cuda_qctx **out, const llmlab_cuda_qopts *opts,
                                                  llmlab_err *err) {
     *out = NULL;
@@ -84,10 +86,17 @@ extern "C" llmlab_status llmlab_cuda_qctx_create(llmlab_cuda_qctx **out, const l
     if (e != cudaSuccess) st = llmlab_cuq_fail(err, e, "context setup (cudaSetDevice/cudaStreamCreate)");
     c->l2_bytes = (size_t)l2;
     if (st == LLMLAB_OK) st = llmlab_cuq_mma_setup(err);
+    /* Why an explicit cuBLAS workspace: without one cuBLAS may allocate on
+     * first use, which fails inside a CUDA graph capture. */
+    if (st == LLMLAB_OK) {
+        e = cudaMalloc(&c->blas_ws, kBlasWorkspace);
+        if (e != cudaSuccess) st = llmlab_cuq_fail(err, e, "cudaMalloc of the cuBLAS workspace");
+    }
     if (st == LLMLAB_OK) {
         cublasStatus_t s = cublasCreate(&c->blas);
         if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetStream(c->blas, c->stream);
-        if (s != CUBLAS_STATUS_SUCCESS) st = llmlab_cuq_blas_fail(err, s, "cublasCreate/cublasSetStream");
+        if (s == CUBLAS_STATUS_SUCCESS) s = cublasSetWorkspace(c->blas, c->blas_ws, kBlasWorkspace);
+        if (s != CUBLAS_STATUS_SUCCESS) st = llmlab_cuq_blas_fail(err, s, "cublasCreate/SetStream/SetWorkspace");
     }
     if (st != LLMLAB_OK) {
         llmlab_cuda_qctx_free(c);
@@ -107,6 +116,7 @@ extern "C" void llmlab_cuda_qctx_free(llmlab_cuda_qctx *c) {
     cudaFree(c->xsum);
     cudaFree(c->xb);
     cudaFree(c->wb);
+    cudaFree(c->blas_ws);
     if (c->stream) cudaStreamDestroy(c->stream);
     cudaGetLastError(); /* nothing to report from a teardown */
     free(c);
@@ -401,4 +411,67 @@ extern "C" llmlab_status llmlab_cuda_timer_stop(llmlab_cuda_timer *t, llmlab_cud
     CUQ_CHECK(cudaEventElapsedTime(&ms, t->start, t->stop), "cudaEventElapsedTime");
     *seconds = ms * 1e-3;
     return LLMLAB_OK;
+}
+
+/* ---- timing many calls ------------------------------------------------------------------ */
+
+static llmlab_status launch_calls(llmlab_cuda_qctx *c, llmlab_cuda_wmat *const *w, int n, float *y, const float *x,
+                                  int M, llmlab_cuda_path path, int iters, llmlab_err *err) {
+    llmlab_status st = LLMLAB_OK;
+    for (int i = 0; i < iters && !st; i++) st = llmlab_cuda_matmul(c, w[i % n], y, x, M, path, err);
+    return st;
+}
+
+/* Captures the calls into an executable graph (*exec, NULL on failure). */
+static llmlab_status capture_calls(llmlab_cuda_qctx *c, llmlab_cuda_wmat *const *w, int n, float *y, const float *x,
+                                   int M, llmlab_cuda_path path, int iters, cudaGraphExec_t *exec, llmlab_err *err) {
+    cudaGraph_t g = NULL;
+    *exec = NULL;
+    CUQ_CHECK(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+    llmlab_status st = launch_calls(c, w, n, y, x, M, path, iters, err);
+    cudaError_t e = cudaStreamEndCapture(c->stream, &g); /* always ends the capture */
+    if (!st && e != cudaSuccess) st = llmlab_cuq_fail(err, e, "cudaStreamEndCapture");
+    if (!st) {
+        e = cudaGraphInstantiate(exec, g, 0);
+        if (e != cudaSuccess) {
+            *exec = NULL;
+            st = llmlab_cuq_fail(err, e, "cudaGraphInstantiate");
+        }
+    }
+    if (g) cudaGraphDestroy(g);
+    return st;
+}
+
+extern "C" llmlab_status llmlab_cuda_time_matmuls(llmlab_cuda_qctx *c, llmlab_cuda_wmat *const *w, int n, float *y,
+                                                  const float *x, int M, llmlab_cuda_path path, int iters, int graph,
+                                                  double *seconds, llmlab_err *err) {
+    if (n < 1 || iters < 1)
+        return llmlab_cuq_errf(err, LLMLAB_EINVAL, "cuda quant: timing needs n >= 1 matrices (%d) and iters >= 1 (%d)",
+                               n, iters);
+    llmlab_cuda_timer *t = NULL;
+    cudaGraphExec_t exec = NULL;
+    llmlab_status st = llmlab_cuda_timer_create(&t, err);
+    if (!st && graph) {
+        st = capture_calls(c, w, n, y, x, M, path, iters, &exec, err);
+        if (!st) { /* the first replay uploads the graph: keep it out of the timing */
+            cudaError_t e = cudaGraphLaunch(exec, c->stream);
+            if (e == cudaSuccess) e = cudaStreamSynchronize(c->stream);
+            if (e != cudaSuccess) st = llmlab_cuq_fail(err, e, "cudaGraphLaunch (warm-up replay)");
+        }
+    }
+    if (!st) st = llmlab_cuda_timer_start(t, c, err);
+    if (!st) {
+        if (graph) {
+            cudaError_t e = cudaGraphLaunch(exec, c->stream);
+            if (e != cudaSuccess) st = llmlab_cuq_fail(err, e, "cudaGraphLaunch");
+        } else {
+            st = launch_calls(c, w, n, y, x, M, path, iters, err);
+        }
+    }
+    double s = 0;
+    if (!st) st = llmlab_cuda_timer_stop(t, c, &s, err);
+    if (!st) *seconds = s / iters;
+    if (exec) cudaGraphExecDestroy(exec);
+    llmlab_cuda_timer_free(t);
+    return st;
 }

@@ -18,7 +18,9 @@
  * Differences: llm-awq searches one s per shared input (q/k/v together, folded
  * into the preceding RMSNorm); here each matrix gets its own s, since the
  * scaling is applied inside each matmul anyway; the search uses the layer's own
- * output, not the whole block's.  docs/quantization.md. */
+ * output, not the whole block's; the alpha search evaluates at most 4096 evenly
+ * spaced weight rows (an LM head's vocabulary), the codes cover every row.
+ * docs/quantization.md. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,8 +83,8 @@ typedef struct {
     int64_t rows, cols;
     const llmlab_awq_opts *o;
     int do_clip;
-    int8_t *codes;
-    float *scale, *min;
+    int8_t *codes;           /* [rows][cols] */
+    float *scale, *min;      /* [rows][cols/group] */
 } clip_job;
 
 /* d^T G d for d = Q_r(w) - w over one group. */
@@ -135,7 +137,8 @@ static void group_grams(const float *xs, int64_t m, int64_t cols, int G, double 
 /* ---- the method ---------------------------------------------------------------------- */
 
 static llmlab_status check_opts(const llmlab_awq_opts *o, int64_t cols, llmlab_err *err) {
-    if (o->bits < 2 || o->bits > 4) return llmlab_plugin_fail(err, LLMLAB_EINVAL, "awq: bits = %d, must be 2, 3 or 4", o->bits);
+    if (o->bits < 2 || o->bits > 4)
+        return llmlab_plugin_fail(err, LLMLAB_EINVAL, "awq: bits = %d, must be 2, 3 or 4", o->bits);
     if (o->group < 1 || o->group > 128 || cols % o->group)
         return llmlab_plugin_fail(err, LLMLAB_EINVAL, "awq: %lld columns are not a multiple of group = %d",
                                   (long long)cols, o->group);
@@ -184,7 +187,17 @@ static llmlab_status search_scales(const float *W, int64_t rows, int64_t cols, c
             if (e < best) best = e, *alpha_out = alpha, memcpy(best_s, s, (size_t)cols * sizeof *s);
         }
     }
-    free(mean), free(s), free(Ws), free(Xs), free(Yref), free(ws), free(deq), free(xs), free(y), free(gs), free(gm);
+    free(mean);
+    free(s);
+    free(Ws);
+    free(Xs);
+    free(Yref);
+    free(ws);
+    free(deq);
+    free(xs);
+    free(y);
+    free(gs);
+    free(gm);
     return st;
 }
 
@@ -193,10 +206,13 @@ static llmlab_status search_scales(const float *W, int64_t rows, int64_t cols, c
 static llmlab_status code_groups(const float *W, int64_t rows, int64_t cols, const float *X, int64_t n, int64_t m,
                                  const float *s, const llmlab_awq_opts *o, llmlab_threadpool *pool, int8_t *codes,
                                  float *scale, float *min, llmlab_err *err) {
-    float *ws = malloc((size_t)(rows * cols) * sizeof *ws), *xs = o->clip ? malloc((size_t)(m * cols) * sizeof *xs) : NULL;
+    float *ws = malloc((size_t)(rows * cols) * sizeof *ws);
+    float *xs = o->clip ? malloc((size_t)(m * cols) * sizeof *xs) : NULL;
     double *gram = o->clip ? malloc((size_t)cols * (size_t)o->group * sizeof *gram) : NULL;
     if (!ws || (o->clip && (!xs || !gram))) {
-        free(ws), free(xs), free(gram);
+        free(ws);
+        free(xs);
+        free(gram);
         return llmlab_plugin_fail(err, LLMLAB_ENOMEM, "awq: out of memory for a [%lld][%lld] weight", (long long)rows,
                                   (long long)cols);
     }
@@ -209,8 +225,10 @@ static llmlab_status code_groups(const float *W, int64_t rows, int64_t cols, con
         group_grams(xs, m, cols, o->group, gram);
     }
     clip_job cj = {ws, gram, rows, cols, o, o->clip, codes, scale, min};
-    llmlab_threadpool_run(pool, clip_task, &cj, llmlab_threadpool_size(pool) > 0 ? 4 * llmlab_threadpool_size(pool) : 1);
-    free(ws), free(xs), free(gram);
+    llmlab_threadpool_run(pool, clip_task, &cj, 4 * llmlab_threadpool_size(pool));
+    free(ws);
+    free(xs);
+    free(gram);
     return LLMLAB_OK;
 }
 
@@ -279,7 +297,8 @@ static llmlab_status awq_pack(void *self, const llmlab_weight *w, void **packed,
     int8_t *codes = malloc((size_t)w->rows * (size_t)w->cols);
     float *scale = malloc(ng * sizeof *scale), *min = malloc(ng * sizeof *min);
     float *in_scale = malloc((size_t)w->cols * sizeof *in_scale);
-    if (!st && (!codes || !scale || !min || !in_scale)) st = llmlab_plugin_fail(err, LLMLAB_ENOMEM, "awq: out of memory");
+    if (!st && (!codes || !scale || !min || !in_scale))
+        st = llmlab_plugin_fail(err, LLMLAB_ENOMEM, "awq: out of memory");
     llmlab_awq_opts o = s->o;
     o.clip = o.clip && !is_query_or_key(w->name);
     if (!st)

@@ -23,8 +23,9 @@
 /* ---- group-wise integer codes (I4_SYM / I4_ASYM of kernels/cpu/quant.h) ----------- */
 
 /* One group's quantizer, scale (rounded up) and min (rounded down) already f16
- * as the packed format stores them, the same rounding llmlab_qmat_pack uses: symmetric w = scale * code, code in [lo, hi] = [-2^(b-1),
- * 2^(b-1) - 1]; asymmetric w = scale * code + min, code in [0, 2^b - 1]. */
+ * as the packed format stores them, the same rounding llmlab_qmat_pack uses.
+ * Symmetric: w = scale * code, code in [lo, hi] = [-2^(b-1), 2^(b-1) - 1];
+ * asymmetric: w = scale * code + min, code in [0, 2^b - 1]. */
 typedef struct {
     float scale, min;
     int lo, hi;

@@ -197,7 +197,7 @@ typedef struct {
     const uint8_t *dead;     /* [cols] */
     int64_t rows, cols;
     const llmlab_gptq_opts *o;
-    int8_t *codes;
+    int8_t *codes;           /* [rows][cols] */
     float *scale, *min;      /* [rows][cols/group] */
     int failed;
 } quant_job;
@@ -265,7 +265,8 @@ static void quant_task(void *arg, int t, int n_tasks) {
 /* ---- the method ---------------------------------------------------------------------- */
 
 static llmlab_status check_opts(const llmlab_gptq_opts *o, int64_t cols, llmlab_err *err) {
-    if (o->bits < 2 || o->bits > 4) return llmlab_plugin_fail(err, LLMLAB_EINVAL, "gptq: bits = %d, must be 2, 3 or 4", o->bits);
+    if (o->bits < 2 || o->bits > 4)
+        return llmlab_plugin_fail(err, LLMLAB_EINVAL, "gptq: bits = %d, must be 2, 3 or 4", o->bits);
     if (o->group < 1 || cols % o->group)
         return llmlab_plugin_fail(err, LLMLAB_EINVAL, "gptq: %lld columns are not a multiple of group = %d",
                                   (long long)cols, o->group);

@@ -39,7 +39,8 @@ typedef struct {
 } sq_state;
 
 static const llmlab_param_spec sq_params[] = {
-    {"alpha", LLMLAB_PARAM_FLOAT, "0.5", 0, 1, NULL, "migration strength: 0 = all range on activations, 1 = on weights"},
+    {"alpha", LLMLAB_PARAM_FLOAT, "0.5", 0, 1, NULL,
+     "migration strength: 0 = all range on activations, 1 = on weights"},
     LLMLAB_CALIB_PARAMS,
 };
 

@@ -15,6 +15,7 @@
 #include "core/safetensors.h"
 #include "fsutil.h"
 #include "gguf_writer.h"
+#include "kernels/cpu/kernels.h"
 
 /* ---- blocks (ggml's formats, from their description) ------------------------------------ */
 
@@ -145,10 +146,13 @@ static void add(gm_list *l, const char *name, const float *x, int64_t rows, int6
     free(perm);
 }
 
+/* w as f32; block types (a loaded GGUF model) through the kernels' row decoder. */
 static float *mat_f32(const llmlab_mat *w) {
     float *x = malloc((size_t)(w->rows * w->cols) * sizeof *x);
     cr_assert_not_null(x);
-    llmlab_to_f32(x, w->data, w->dtype, (size_t)(w->rows * w->cols));
+    if (llmlab_dtype_size(w->dtype)) llmlab_to_f32(x, w->data, w->dtype, (size_t)(w->rows * w->cols));
+    else
+        for (int64_t r = 0; r < w->rows; r++) llmlab_cpu_row_to_f32(x + r * w->cols, w->data, w->dtype, r, (int)w->cols);
     return x;
 }
 

@@ -41,7 +41,8 @@ size_t gm_row_bytes(uint32_t type, int64_t cols);
 
 /* A Hugging Face directory (config.json + f32 model.safetensors) with m's weights,
  * every matrix replaced by quantize-then-dequantize with `type` (GM_Q8_0 or
- * GM_Q4_0; GM_F32 copies): the f32 model a quantized GGUF file stands for.
+ * GM_Q4_0; GM_F32 copies, decoding block types of a loaded GGUF model): the f32
+ * model a quantized GGUF file stands for.
  * Returns the malloc'd directory (dir/name). */
 char *gm_write_dequantized(const llmlab_model *m, const char *dir, const char *name, uint32_t type);
 
