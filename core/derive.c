@@ -78,6 +78,10 @@ static llmlab_status write_config(const llmlab_config *c, const char *dir, llmla
 
 llmlab_status llmlab_derive_write(const llmlab_model *src, const llmlab_derive_opts *o, const char *dir,
                                   llmlab_err *err) {
+    if (src->gguf)
+        return llmlab_err_set(err, LLMLAB_EUNSUPPORTED, "derive: %s is a GGUF model; derive copies Hugging Face "
+                              "safetensors models (derive from the source model, then `llmlab convert` the result)",
+                              src->path);
     llmlab_config c = src->cfg;
     int keep = o->n_layers > 0 ? o->n_layers : c.n_layers;
     if (keep > c.n_layers)
