@@ -5,6 +5,7 @@
 
 #include "engine.h"
 #include "rng.h"
+#include "run_result.h"
 
 /* ---- types ------------------------------------------------------------------------ */
 
@@ -62,11 +63,8 @@ typedef struct {
 } token_log;
 
 typedef struct {
-    int n, cap;
-    double *start, *dt, *kv_bytes;
-    int *tokens, *seqs, *blocks, *accepted;
-    int *prefill, *decode, *context, *preempted, *swap_in, *swap_out; /* serving records */
-    double *metrics;         /* [cap][LLMLAB_MAX_METRICS] plugin counters added during the step */
+    llmlab_step_log c;       /* the step_* columns (run_result.h) */
+    double *metrics;         /* [c.cap][LLMLAB_MAX_METRICS] plugin counters added during the step */
 } step_log;
 
 struct llmlab_engine {

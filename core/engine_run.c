@@ -84,50 +84,28 @@ static const llmlab_attention_ops *att_ops(const llmlab_engine *e) { return e->a
 
 /* ---- the step log -------------------------------------------------------------------------- */
 
-/* What one step did, beyond the plugin counters. */
-typedef struct {
-    double start, dt, bytes;
-    int tokens, seqs, blocks, accepted, prefill, decode, context;
-} step_rec;
-
 static void step_log_free(step_log *L) {
-    void *bufs[] = {L->start, L->dt, L->kv_bytes, L->tokens, L->seqs, L->blocks, L->accepted, L->prefill,
-                    L->decode, L->context, L->preempted, L->swap_in, L->swap_out, L->metrics};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
-    memset(L, 0, sizeof *L);
+    llmlab_step_log_free(&L->c);
+    free(L->metrics);
+    L->metrics = NULL;
 }
 
 /* One step's record.  The plugin counters of the step are taken from the engine
  * and the serving counters from the run (and reset there). */
-static llmlab_status step_log_push(serve_run *R, step_log *L, const step_rec *x, llmlab_err *err) {
+static llmlab_status step_log_push(serve_run *R, step_log *L, llmlab_step_row *x, llmlab_err *err) {
     llmlab_engine *e = R->e;
-    if (L->n == L->cap) {
-        int cap = L->cap ? L->cap * 2 : 256;
-        void **cols[] = {(void **)&L->start, (void **)&L->dt, (void **)&L->kv_bytes, (void **)&L->tokens,
-                         (void **)&L->seqs, (void **)&L->blocks, (void **)&L->accepted, (void **)&L->prefill,
-                         (void **)&L->decode, (void **)&L->context, (void **)&L->preempted,
-                         (void **)&L->swap_in, (void **)&L->swap_out, (void **)&L->metrics};
-        const size_t i4 = sizeof(int), d8 = sizeof(double);
-        const size_t sizes[] = {d8, d8, d8, i4, i4, i4, i4, i4, i4, i4, i4, i4, i4, LLMLAB_MAX_METRICS * d8};
-        if (llmlab_grow_columns(cols, sizes, 14, cap)) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
-        L->cap = cap;
+    x->preempted = R->step_preempted;
+    x->swap_in = R->step_swap_in;
+    x->swap_out = R->step_swap_out;
+    int old_cap = L->c.cap, k = llmlab_step_log_push(&L->c, x, 256);
+    if (k < 0) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+    if (L->c.cap != old_cap) { /* the counters grow with the columns */
+        double *m = realloc(L->metrics, (size_t)L->c.cap * LLMLAB_MAX_METRICS * sizeof *m);
+        if (!m) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+        L->metrics = m;
     }
-    int k = L->n++;
     memcpy(L->metrics + (size_t)k * LLMLAB_MAX_METRICS, e->step_metrics, sizeof e->step_metrics);
     memset(e->step_metrics, 0, sizeof e->step_metrics);
-    L->start[k] = x->start;
-    L->dt[k] = x->dt;
-    L->kv_bytes[k] = x->bytes;
-    L->tokens[k] = x->tokens;
-    L->seqs[k] = x->seqs;
-    L->blocks[k] = x->blocks;
-    L->accepted[k] = x->accepted;
-    L->prefill[k] = x->prefill;
-    L->decode[k] = x->decode;
-    L->context[k] = x->context;
-    L->preempted[k] = R->step_preempted;
-    L->swap_in[k] = R->step_swap_in;
-    L->swap_out[k] = R->step_swap_out;
     R->step_preempted = R->step_swap_in = R->step_swap_out = 0;
     return LLMLAB_OK;
 }
@@ -323,15 +301,8 @@ static void sleep_until(double t0, double t) {
 static llmlab_status collect_requests(llmlab_engine *e, const llmlab_seq *seqs, int n, llmlab_run_result *r,
                                       llmlab_err *err) {
     size_t N = (size_t)(n ? n : 1);
-    void **cols[] = {(void **)&r->req_id, (void **)&r->prompt_len, (void **)&r->output_len, (void **)&r->forwards,
-                     (void **)&r->status, (void **)&r->preemptions, (void **)&r->recomputed_tokens,
-                     (void **)&r->swaps, (void **)&r->arrival_s, (void **)&r->admit_s, (void **)&r->first_token_s,
-                     (void **)&r->finish_s, (void **)&r->output};
-    const size_t sizes[] = {sizeof(int), sizeof(int), sizeof(int), sizeof(int), sizeof(int), sizeof(int),
-                            sizeof(int), sizeof(int), sizeof(double), sizeof(double), sizeof(double),
-                            sizeof(double), sizeof(int32_t *)};
-    for (size_t c = 0; c < sizeof sizes / sizeof sizes[0]; c++)
-        if (!(*cols[c] = calloc(N, sizes[c]))) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+    llmlab_status st = llmlab_run_result_alloc_requests(r, 1, err);
+    if (st) return st;
     r->n_metrics = e->n_metrics;
     memcpy(r->metric_names, e->metric_names, sizeof r->metric_names);
     r->metrics = calloc((size_t)(e->n_metrics ? e->n_metrics : 1) * N, sizeof(double));
@@ -340,51 +311,22 @@ static llmlab_status collect_requests(llmlab_engine *e, const llmlab_seq *seqs, 
         for (int i = 0; i < n; i++) r->metrics[(size_t)k * N + (size_t)i] = seqs[i].metrics[k];
     for (int i = 0; i < n; i++) {
         const llmlab_seq *s = &seqs[i];
-        r->req_id[i] = s->id;
-        r->prompt_len[i] = s->prompt_len;
-        r->output_len[i] = s->generated;
-        r->forwards[i] = s->forwards;
-        r->status[i] = s->cancelled ? LLMLAB_RUN_CANCELLED : LLMLAB_RUN_FINISHED;
-        r->preemptions[i] = s->preemptions;
-        r->recomputed_tokens[i] = s->recomputed;
-        r->swaps[i] = s->swaps;
-        r->arrival_s[i] = s->arrival_s;
-        r->admit_s[i] = s->admit_s;
-        r->first_token_s[i] = s->first_s;
-        r->finish_s[i] = s->finish_s;
+        llmlab_run_row x = {s->id, s->prompt_len, s->generated, s->forwards, s->cancelled, s->preemptions,
+                            s->recomputed, s->swaps, s->arrival_s, s->admit_s, s->first_s, s->finish_s};
+        llmlab_run_result_put(r, i, &x);
         if (!(r->output[i] = malloc((size_t)(s->generated ? s->generated : 1) * sizeof(int32_t))))
             return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
         memcpy(r->output[i], s->tokens + s->prompt_len, (size_t)s->generated * sizeof(int32_t));
-        r->prompt_tokens += s->prompt_len;
-        r->output_tokens += s->generated;
-        r->target_forwards += s->forwards;
-        r->preemptions_total += s->preemptions;
-        r->recomputed_tokens_total += s->recomputed;
-        r->swaps_total += s->swaps;
-        r->cancelled_total += s->cancelled;
     }
     return LLMLAB_OK;
 }
 
 /* The step log moves into the result; plugin counters become [n_metrics][n_steps]. */
 static llmlab_status collect_steps(llmlab_engine *e, step_log *L, llmlab_run_result *r, llmlab_err *err) {
-    r->n_steps = L->n;
-    r->step_start_s = L->start;
-    r->step_dt_s = L->dt;
-    r->step_tokens = L->tokens;
-    r->step_seqs = L->seqs;
-    r->step_kv_blocks = L->blocks;
-    r->step_kv_bytes = L->kv_bytes;
-    r->step_accepted = L->accepted;
-    r->step_prefill_tokens = L->prefill;
-    r->step_decode_seqs = L->decode;
-    r->step_kv_context = L->context;
-    r->step_preempted = L->preempted;
-    r->step_swap_in = L->swap_in;
-    r->step_swap_out = L->swap_out;
     double *metrics = L->metrics;
-    int n = L->n;
-    memset(L, 0, sizeof *L);
+    int n = L->c.n;
+    L->metrics = NULL;
+    llmlab_status st = llmlab_step_log_move(&L->c, r, err);
     size_t S = (size_t)(n ? n : 1);
     r->step_metrics = calloc((size_t)(e->n_metrics ? e->n_metrics : 1) * S, sizeof(double));
     if (r->step_metrics)
@@ -392,6 +334,7 @@ static llmlab_status collect_steps(llmlab_engine *e, step_log *L, llmlab_run_res
             for (int j = 0; j < n; j++)
                 r->step_metrics[(size_t)k * S + (size_t)j] = metrics[(size_t)j * LLMLAB_MAX_METRICS + (size_t)k];
     free(metrics);
+    if (st) return st;
     return r->step_metrics ? LLMLAB_OK : llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
 }
 
@@ -408,11 +351,7 @@ static llmlab_status collect(serve_run *R, step_log *steps, double wall, llmlab_
         llmlab_run_result_free(r);
         return st;
     }
-    r->n_tok = e->toks.n;
-    r->tok_req = e->toks.req;
-    r->tok_index = e->toks.index;
-    r->tok_id = e->toks.tok;
-    r->tok_time_s = e->toks.t;
+    llmlab_run_result_take_tokens(r, e->toks.n, e->toks.req, e->toks.index, e->toks.tok, e->toks.t);
     memset(&e->toks, 0, sizeof e->toks);
     r->wall_s = wall;
     r->output_tok_per_s = wall > 0 ? (double)r->output_tokens / wall : 0;
@@ -436,7 +375,7 @@ static llmlab_status collect(serve_run *R, step_log *steps, double wall, llmlab_
 /* Builds the step from the fitted plan: prefill chunks first; then the decoding
  * plugin sees all of this step's decoders at once (step_begin) before proposing
  * for each. */
-static llmlab_status build_step(serve_run *R, llmlab_step *st, step_rec *x, llmlab_err *err) {
+static llmlab_status build_step(serve_run *R, llmlab_step *st, llmlab_step_row *x, llmlab_err *err) {
     llmlab_engine *e = R->e;
     llmlab_status r = LLMLAB_OK;
     int n_dec = 0;
@@ -472,7 +411,7 @@ static llmlab_status iterate(serve_run *R, llmlab_step *st, step_log *steps, int
     llmlab_status r = sched_ops(e)->schedule(e->sched.self, &R->view, &sp, err);
     if (r) return llmlab_err_prefix(err, "sched plugin '%s'", e->sched.d->name);
     if ((r = serve_plan_preempts(R, err)) || (r = serve_fit_plan(R, now, err))) return r;
-    step_rec x = {0};
+    llmlab_step_row x = {0};
     if ((r = build_step(R, st, &x, err))) return r;
     *progress = st->b->n > 0;
     if (!*progress) return LLMLAB_OK;
@@ -489,7 +428,7 @@ static llmlab_status iterate(serve_run *R, llmlab_step *st, step_log *steps, int
             x.context += llmlab_kv_len(kv, R->vseq[i]->kv);
         }
     x.blocks = llmlab_kv_blocks_used(kv); /* peak of the step: before releases */
-    x.bytes = (double)llmlab_kv_resident_bytes(kv); /* packed blocks + f32 staging of hot ones (kv_cache.h) */
+    x.kv_bytes = (double)llmlab_kv_resident_bytes(kv); /* packed blocks + f32 staging of hot ones (kv_cache.h) */
     r = finish_step(R, st, err);
     st->out = NULL;
     if (r) return r;

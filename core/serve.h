@@ -6,6 +6,7 @@
 #ifndef LLMLAB_SERVE_H
 #define LLMLAB_SERVE_H
 
+#include "arrivals.h"
 #include "engine_internal.h"
 
 /* One run's serving state.  Per-iteration work is proportional to the live
@@ -16,9 +17,7 @@ typedef struct {
     const llmlab_request *reqs; /* [n] the caller's list */
     int n;
     /* arrivals */
-    int *heap;                 /* [n] requests with a known future arrival: min-heap on (arrival_s, index) */
-    int n_heap;
-    int *rel_first, *rel_next; /* [n] closed loop: requests released by request k, a linked list (-1 ends) */
+    llmlab_arrivals arr;       /* keyed on seqs[i].arrival_s; closed-loop release lists */
     /* the live index */
     int *live;                 /* [n] arrived, unfinished requests (WAITING/RUNNING/SWAPPED), arrival order */
     int n_live;

@@ -87,10 +87,10 @@ const llmlab_plugin_desc *llmlab_sim_sched(const llmlab_sim *s) { return s->d; }
 /* ---- run state ------------------------------------------------------------------------- */
 
 static void run_free(sim_run *R) {
-    void *bufs[] = {R->q, R->heap, R->rel_first, R->rel_next, R->live, R->vidx, R->vpos, R->need, R->vreq, R->held, R->pred,
-                    R->plan, R->preempt, R->last_tok, R->L.start, R->L.dt, R->L.kv_bytes, R->L.tokens, R->L.seqs,
-                    R->L.blocks, R->L.accepted, R->L.prefill, R->L.decode, R->L.context, R->L.preempted,
-                    R->L.swap_in, R->L.swap_out, R->T.req, R->T.index, R->T.tok, R->T.t};
+    llmlab_arrivals_free(&R->arr);
+    llmlab_step_log_free(&R->L);
+    void *bufs[] = {R->q, R->live, R->vidx, R->vpos, R->need, R->vreq, R->held, R->pred,
+                    R->plan, R->preempt, R->last_tok, R->T.req, R->T.index, R->T.tok, R->T.t};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
 }
 
@@ -103,9 +103,6 @@ static llmlab_status run_alloc(sim_run *R, llmlab_sim *S, const llmlab_request *
     R->itl = itl;
     size_t N = (size_t)(n > 0 ? n : 1);
     R->q = calloc(N, sizeof *R->q);
-    R->heap = malloc(N * sizeof *R->heap);
-    R->rel_first = malloc(N * sizeof *R->rel_first);
-    R->rel_next = malloc(N * sizeof *R->rel_next);
     R->live = malloc(N * sizeof *R->live);
     R->vidx = malloc(N * sizeof *R->vidx);
     R->vpos = calloc(N, sizeof *R->vpos);
@@ -116,7 +113,7 @@ static llmlab_status run_alloc(sim_run *R, llmlab_sim *S, const llmlab_request *
     R->plan = calloc(N, sizeof *R->plan);
     R->preempt = calloc(N, 1);
     if (itl) R->last_tok = calloc(N, sizeof *R->last_tok);
-    if (!R->q || !R->heap || !R->rel_first || !R->rel_next || !R->live || !R->vidx || !R->vpos || !R->need || !R->vreq || !R->held ||
+    if (!R->q || !R->live || !R->vidx || !R->vpos || !R->need || !R->vreq || !R->held ||
         !R->pred || !R->plan || !R->preempt || (itl && !R->last_tok))
         return llmlab_err_set(err, LLMLAB_ENOMEM, "simulate: out of memory for %d requests", n);
     R->free_blocks = S->n_blocks;
@@ -262,37 +259,11 @@ static void finish_step(sim_run *R, double end, int *accepted, double *context) 
 
 static llmlab_status log_step(sim_run *R, double start, double dt, const llmlab_iter_shape *it, int seqs,
                               int blocks, int accepted, double context, llmlab_err *err) {
-    sim_steps *L = &R->L;
-    if (L->n == L->cap) {
-        int cap = L->cap ? L->cap * 2 : 1024;
-        void **cols[] = {(void **)&L->start, (void **)&L->dt, (void **)&L->kv_bytes, (void **)&L->tokens,
-                         (void **)&L->seqs, (void **)&L->blocks, (void **)&L->accepted, (void **)&L->prefill,
-                         (void **)&L->decode, (void **)&L->context, (void **)&L->preempted, (void **)&L->swap_in,
-                         (void **)&L->swap_out};
-        const size_t sizes[] = {sizeof(double), sizeof(double), sizeof(double), sizeof(int), sizeof(int),
-                                sizeof(int), sizeof(int), sizeof(int), sizeof(int), sizeof(int), sizeof(int),
-                                sizeof(int), sizeof(int)};
-        for (size_t c = 0; c < sizeof sizes / sizeof sizes[0]; c++) {
-            void *p = realloc(*cols[c], (size_t)cap * sizes[c]);
-            if (!p) return llmlab_err_set(err, LLMLAB_ENOMEM, "simulate: out of memory for %d steps", cap);
-            *cols[c] = p;
-        }
-        L->cap = cap;
-    }
-    int s = L->n++;
-    L->start[s] = start;
-    L->dt[s] = dt;
-    L->tokens[s] = it->prefill_tokens + it->decode_seqs;
-    L->seqs[s] = seqs;
-    L->blocks[s] = blocks;
-    L->kv_bytes[s] = blocks * R->S->block_bytes;
-    L->accepted[s] = accepted;
-    L->prefill[s] = it->prefill_tokens;
-    L->decode[s] = it->decode_seqs;
-    L->context[s] = context > 2e9 ? 2000000000 : (int)context;
-    L->preempted[s] = R->step_preempted;
-    L->swap_in[s] = R->step_swap_in;
-    L->swap_out[s] = R->step_swap_out;
+    llmlab_step_row x = {start, dt, blocks * R->S->block_bytes, it->prefill_tokens + it->decode_seqs, seqs, blocks,
+                         accepted, it->prefill_tokens, it->decode_seqs, context > 2e9 ? 2000000000 : (int)context,
+                         R->step_preempted, R->step_swap_in, R->step_swap_out};
+    if (llmlab_step_log_push(&R->L, &x, 1024) < 0)
+        return llmlab_err_set(err, LLMLAB_ENOMEM, "simulate: out of memory for %d steps", 2 * R->L.cap);
     R->step_preempted = R->step_swap_in = R->step_swap_out = 0;
     R->step_swap_s = 0;
     return LLMLAB_OK;

@@ -5,8 +5,10 @@
 #ifndef LLMLAB_SIM_INTERNAL_H
 #define LLMLAB_SIM_INTERNAL_H
 
+#include "arrivals.h"
 #include "params.h"
 #include "registry.h"
+#include "run_result.h"
 #include "sim.h"
 
 struct llmlab_sim {
@@ -34,11 +36,6 @@ typedef struct {
     double arrival, admit, first, finish, cancel_at; /* cancel_at < 0: never */
 } sim_req;
 
-typedef struct {
-    int n, cap;
-    double *start, *dt, *kv_bytes;
-    int *tokens, *seqs, *blocks, *accepted, *prefill, *decode, *context, *preempted, *swap_in, *swap_out;
-} sim_steps;
 
 typedef struct {
     int on, n;                  /* n <= sum of max_new: sized once */
@@ -52,9 +49,7 @@ typedef struct {
     const llmlab_request *reqs; /* [n] */
     int n;
     sim_req *q;                 /* [n] */
-    /* arrivals: a min-heap on (arrival, index); closed-loop release lists */
-    int *heap, n_heap;
-    int *rel_first, *rel_next;  /* [n] */
+    llmlab_arrivals arr;        /* keyed on q[i].arrival; closed-loop release lists */
     /* the live index: arrived, unfinished requests in arrival order */
     int *live, n_live, n_done;
     /* the view; entry k stands for request vidx[k] */
@@ -75,7 +70,7 @@ typedef struct {
     long long preemptions, recomputed, swaps, cancelled;
     double swap_bytes;
     /* records */
-    sim_steps L;
+    llmlab_step_log L;
     sim_tokens T;
     llmlab_itl_hist *itl;       /* optional */
     double *last_tok;           /* [n] time of each request's last token (with itl) */

@@ -9,94 +9,40 @@
 #include "sim_internal.h"
 
 /* Per-request columns. */
-static llmlab_status collect_requests(const sim_run *R, llmlab_run_result *r) {
-    size_t N = (size_t)(R->n ? R->n : 1);
-    int **ic[] = {&r->req_id, &r->prompt_len, &r->output_len, &r->forwards, &r->status, &r->preemptions,
-                  &r->recomputed_tokens, &r->swaps};
-    double **dc[] = {&r->arrival_s, &r->admit_s, &r->first_token_s, &r->finish_s};
-    for (size_t c = 0; c < sizeof ic / sizeof ic[0]; c++)
-        if (!(*ic[c] = calloc(N, sizeof(int)))) return LLMLAB_ENOMEM;
-    for (size_t c = 0; c < sizeof dc / sizeof dc[0]; c++)
-        if (!(*dc[c] = calloc(N, sizeof(double)))) return LLMLAB_ENOMEM;
+static void collect_requests(const sim_run *R, llmlab_run_result *r) {
     for (int i = 0; i < R->n; i++) {
         const sim_req *q = &R->q[i];
-        r->req_id[i] = R->reqs[i].id;
-        r->prompt_len[i] = R->reqs[i].prompt_len;
-        r->output_len[i] = q->generated;
-        r->forwards[i] = q->generated; /* one verified forward per token: the prefill's, then one per decode */
-        r->status[i] = q->cancelled ? LLMLAB_RUN_CANCELLED : LLMLAB_RUN_FINISHED;
-        r->preemptions[i] = q->preemptions;
-        r->recomputed_tokens[i] = q->recomputed;
-        r->swaps[i] = q->swaps;
-        r->arrival_s[i] = q->arrival;
-        r->admit_s[i] = q->admit;
-        r->first_token_s[i] = q->first;
-        r->finish_s[i] = q->finish;
-        r->prompt_tokens += R->reqs[i].prompt_len;
-        r->output_tokens += q->generated;
+        /* one verified forward per token: the prefill's, then one per decode */
+        llmlab_run_row x = {R->reqs[i].id, R->reqs[i].prompt_len, q->generated, q->generated, q->cancelled,
+                            q->preemptions, q->recomputed, q->swaps, q->arrival, q->admit, q->first, q->finish};
+        llmlab_run_result_put(r, i, &x);
     }
-    r->target_forwards = r->output_tokens;
-    return LLMLAB_OK;
 }
 
-/* The step and token logs move into the result. */
-static void move_logs(sim_run *R, llmlab_run_result *r) {
-    sim_steps *L = &R->L;
-    r->n_steps = L->n;
-    r->step_start_s = L->start;
-    r->step_dt_s = L->dt;
-    r->step_kv_bytes = L->kv_bytes;
-    r->step_tokens = L->tokens;
-    r->step_seqs = L->seqs;
-    r->step_kv_blocks = L->blocks;
-    r->step_accepted = L->accepted;
-    r->step_prefill_tokens = L->prefill;
-    r->step_decode_seqs = L->decode;
-    r->step_kv_context = L->context;
-    r->step_preempted = L->preempted;
-    r->step_swap_in = L->swap_in;
-    r->step_swap_out = L->swap_out;
-    memset(L, 0, sizeof *L);
-    r->n_tok = R->T.n;
-    r->tok_req = R->T.req;
-    r->tok_index = R->T.index;
-    r->tok_id = R->T.tok;
-    r->tok_time_s = R->T.t;
+/* The token log moves into the result. */
+static void move_tokens(sim_run *R, llmlab_run_result *r) {
+    llmlab_run_result_take_tokens(r, R->T.n, R->T.req, R->T.index, R->T.tok, R->T.t);
     memset(&R->T, 0, sizeof R->T);
 }
 
 llmlab_status sim_collect(sim_run *R, llmlab_run_result **out, llmlab_err *err) {
     llmlab_run_result *r = calloc(1, sizeof *r);
     if (!r) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
-    move_logs(R, r);
+    move_tokens(R, r);
     r->n_reqs = R->n;
-    r->metrics = calloc(1, sizeof(double));      /* no plugin counters: n_metrics = 0 */
+    llmlab_status st = llmlab_step_log_move(&R->L, r, err);
+    if (!st) st = llmlab_run_result_alloc_requests(r, 0, err);
+    r->metrics = calloc(1, sizeof(double)); /* no plugin counters: n_metrics = 0 */
     r->step_metrics = calloc(1, sizeof(double));
-    if (!r->metrics || !r->step_metrics || collect_requests(R, r)) {
+    if (!st && (!r->metrics || !r->step_metrics)) st = llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
+    if (st) {
         llmlab_run_result_free(r);
-        return llmlab_err_set(err, LLMLAB_ENOMEM, "simulate: out of memory for the result of %d requests", R->n);
+        return llmlab_err_prefix(err, "simulate");
     }
-    /* Zero-step runs still need non-NULL step columns for the records. */
-    if (!r->step_start_s) {
-        int **ic[] = {&r->step_tokens, &r->step_seqs, &r->step_kv_blocks, &r->step_accepted, &r->step_prefill_tokens,
-                      &r->step_decode_seqs, &r->step_kv_context, &r->step_preempted, &r->step_swap_in,
-                      &r->step_swap_out};
-        double **dc[] = {&r->step_start_s, &r->step_dt_s, &r->step_kv_bytes};
-        int bad = 0;
-        for (size_t c = 0; c < sizeof ic / sizeof ic[0]; c++) bad |= !(*ic[c] = calloc(1, sizeof(int)));
-        for (size_t c = 0; c < sizeof dc / sizeof dc[0]; c++) bad |= !(*dc[c] = calloc(1, sizeof(double)));
-        if (bad) {
-            llmlab_run_result_free(r);
-            return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory");
-        }
-    }
+    collect_requests(R, r); /* also the run totals: the sums of the per-request counts */
     r->wall_s = R->end;
     r->output_tok_per_s = R->end > 0 ? (double)r->output_tokens / R->end : 0;
     r->mean_accepted = r->output_tokens ? 1.0 : 0.0;
-    r->preemptions_total = R->preemptions;
-    r->recomputed_tokens_total = R->recomputed;
-    r->swaps_total = R->swaps;
-    r->cancelled_total = R->cancelled;
     r->swap_bytes = R->swap_bytes;
     *out = r;
     return LLMLAB_OK;

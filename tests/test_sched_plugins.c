@@ -804,9 +804,11 @@ Test(sched_plugins, engine_runs_every_plugin_to_fcfs_greedy_outputs, .timeout = 
     int32_t prompts[R][48];
     llmlab_request reqs[R];
     for (int i = 0; i < R; i++) {
-        int len = rnd(&g, 2, 48);
+        /* long enough that four running requests need more than the tight pool's 24 blocks
+         * (4 x (24 + 6) tokens / 4 per block = 30), so every seed puts the pool under pressure */
+        int len = rnd(&g, 24, 48);
         for (int k = 0; k < len; k++) prompts[i][k] = (int32_t)rnd(&g, 0, fm.m->cfg.vocab_size - 1);
-        reqs[i] = (llmlab_request){.id = i, .prompt = prompts[i], .prompt_len = len, .max_new = rnd(&g, 1, 12),
+        reqs[i] = (llmlab_request){.id = i, .prompt = prompts[i], .prompt_len = len, .max_new = rnd(&g, 6, 12),
                                    .arrival_s = 0, .priority = rnd(&g, 0, 2)};
     }
     const sched_config fcfs = {"fcfs", {NULL}};

@@ -12,8 +12,9 @@
 #include "quant_internal.h"
 #include "simd.h"
 
-/* Weight rows per task.  Why 16: a multiple of every register-block width in
- * quant_avx2.c (1, 2, 4), small enough that the pool's dynamic claiming keeps
+/* Weight rows per task.  Why 16: a multiple of most register-block widths in
+ * quant_avx2.c (1, 2, 4; the GGUF decode tiles of 3 end each task with one
+ * 1-wide tile), small enough that the pool's dynamic claiming keeps
  * both cores busy to the end, and 16 rows of the widest format (FP8/int8, 1
  * byte per weight) of a 14336-wide matrix (229 KiB) stay in L2 while every
  * 4-row block of x passes over them in prefill. */

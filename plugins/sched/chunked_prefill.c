@@ -21,7 +21,7 @@
 typedef struct {
     const llmlab_host *h;
     int chunk;
-    llmlab_su_buf order, handled, scratch;
+    llmlab_su_pass_bufs pass;
 } cp_state;
 
 static llmlab_status cp_create(void **self, const llmlab_host *h, llmlab_engine *e, const llmlab_params *p,
@@ -37,9 +37,7 @@ static llmlab_status cp_create(void **self, const llmlab_host *h, llmlab_engine 
 static void cp_destroy(void *self) {
     cp_state *s = self;
     if (!s) return;
-    llmlab_su_buf_free(s->h, &s->order);
-    llmlab_su_buf_free(s->h, &s->handled);
-    llmlab_su_buf_free(s->h, &s->scratch);
+    llmlab_su_pass_bufs_free(s->h, &s->pass);
     s->h->free(s);
 }
 
@@ -57,23 +55,17 @@ static int phase_of(const llmlab_sched_req *r) {
 
 static llmlab_status cp_schedule(void *self, const llmlab_sched_view *v, llmlab_sched_plan *plan, llmlab_err *err) {
     cp_state *s = self;
-    size_t n = (size_t)v->n_reqs;
-    llmlab_su_rank *order = llmlab_su_buf_get(s->h, &s->order, n * sizeof *order);
-    uint8_t *handled = llmlab_su_buf_get(s->h, &s->handled, n), *scratch = llmlab_su_buf_get(s->h, &s->scratch, n);
-    if (!order || !handled || !scratch) return LLMLAB_ENOMEM;
+    llmlab_su_rank *order = llmlab_su_order(s->h, &s->pass, v);
+    if (!order) return LLMLAB_ENOMEM;
     int m = 0;
     for (int i = 0; i < v->n_reqs; i++) {
         int ph = phase_of(&v->reqs[i]);
         if (ph >= 0) order[m++] = (llmlab_su_rank){ph, 0, v->reqs[i].arrival_s, v->reqs[i].id, i};
     }
-    llmlab_su_sort(order, m);
-    llmlab_su_ledger L;
-    llmlab_su_begin(&L, v, plan, s->chunk, handled);
     /* Victims only for blocks running requests need: the latest arrival. */
     llmlab_su_pass_opts o = {.key = NULL, .preempt_for_admission = 0, .mode = llmlab_su_default_mode(v),
-                             .victim = LLMLAB_SU_VICTIM_LATEST, .scratch = scratch};
-    llmlab_su_rank_pass(&L, order, m, &o);
-    return LLMLAB_OK;
+                             .victim = LLMLAB_SU_VICTIM_LATEST, .scratch = NULL};
+    return llmlab_su_plan_pass(s->h, &s->pass, v, plan, s->chunk, order, m, o);
 }
 
 static int cp_pick_victim(void *self, const llmlab_sched_view *v) {

@@ -40,7 +40,8 @@ typedef struct {
     llmlab_su_map map;  /* request id -> index into st */
     llmlab_su_buf st;   /* mlfq_req[] of the previous iteration's live requests */
     llmlab_su_buf next; /* mlfq_req[n_reqs] of this iteration */
-    llmlab_su_buf order, handled, scratch, key;
+    llmlab_su_pass_bufs pass;
+    llmlab_su_buf key;
 } mlfq_state;
 
 static const char *const unit_names[] = {"tokens", "iterations", NULL};
@@ -64,8 +65,9 @@ static llmlab_status mlfq_create(void **self, const llmlab_host *h, llmlab_engin
 static void mlfq_destroy(void *self) {
     mlfq_state *s = self;
     if (!s) return;
-    llmlab_su_buf *bufs[] = {&s->st, &s->next, &s->order, &s->handled, &s->scratch, &s->key};
+    llmlab_su_buf *bufs[] = {&s->st, &s->next, &s->key};
     for (size_t k = 0; k < sizeof bufs / sizeof bufs[0]; k++) llmlab_su_buf_free(s->h, bufs[k]);
+    llmlab_su_pass_bufs_free(s->h, &s->pass);
     llmlab_su_map_free(s->h, &s->map);
     s->h->free(s);
 }
@@ -133,26 +135,16 @@ static llmlab_status commit_state(mlfq_state *s, const llmlab_sched_view *v, con
 static llmlab_status mlfq_schedule(void *self, const llmlab_sched_view *v, llmlab_sched_plan *plan,
                                    llmlab_err *err) {
     mlfq_state *s = self;
-    size_t n = (size_t)v->n_reqs;
     mlfq_req *next = current_state(s, v);
-    llmlab_su_rank *order = llmlab_su_buf_get(s->h, &s->order, n * sizeof *order);
-    uint8_t *handled = llmlab_su_buf_get(s->h, &s->handled, n), *scratch = llmlab_su_buf_get(s->h, &s->scratch, n);
-    double *key = llmlab_su_buf_get(s->h, &s->key, n * sizeof *key);
-    if (!next || !order || !handled || !scratch || !key) return LLMLAB_ENOMEM;
-    int m = 0;
-    for (int i = 0; i < v->n_reqs; i++) {
-        key[i] = next[i].level;
-        llmlab_req_state st = v->reqs[i].state;
-        if (st != LLMLAB_REQ_FINISHED && st != LLMLAB_REQ_FUTURE)
-            order[m++] = (llmlab_su_rank){key[i], 0, v->reqs[i].arrival_s, v->reqs[i].id, i};
-    }
-    llmlab_su_sort(order, m);
-    llmlab_su_ledger L;
-    llmlab_su_begin(&L, v, plan, v->token_budget, handled);
+    llmlab_su_rank *order = llmlab_su_order(s->h, &s->pass, v);
+    double *key = llmlab_su_buf_get(s->h, &s->key, (size_t)v->n_reqs * sizeof *key);
+    if (!next || !order || !key) return LLMLAB_ENOMEM;
+    for (int i = 0; i < v->n_reqs; i++) key[i] = next[i].level;
+    int m = llmlab_su_rank_live(v, key, order);
     llmlab_su_pass_opts o = {.key = key, .preempt_for_admission = 1, .mode = llmlab_su_mode(s->mode, v, 1),
-                             .victim = LLMLAB_SU_VICTIM_LOWEST_KEY_LATEST, .scratch = scratch};
-    llmlab_su_rank_pass(&L, order, m, &o);
-    return commit_state(s, v, plan, next);
+                             .victim = LLMLAB_SU_VICTIM_LOWEST_KEY_LATEST, .scratch = NULL};
+    llmlab_status st = llmlab_su_plan_pass(s->h, &s->pass, v, plan, v->token_budget, order, m, o);
+    return st ? st : commit_state(s, v, plan, next);
 }
 
 /* The engine's victim: lowest level, then latest arrival. */

@@ -30,7 +30,8 @@ typedef struct {
     const llmlab_host *h;
     char mode[16];
     llmlab_su_victim victim;
-    llmlab_su_buf order, handled, scratch, key;
+    llmlab_su_pass_bufs pass;
+    llmlab_su_buf key;
 } prio_state;
 
 static const char *const victim_names[] = {"lowest_priority_latest", "most_blocks", "latest", NULL};
@@ -53,9 +54,7 @@ static llmlab_status prio_create(void **self, const llmlab_host *h, llmlab_engin
 static void prio_destroy(void *self) {
     prio_state *s = self;
     if (!s) return;
-    llmlab_su_buf_free(s->h, &s->order);
-    llmlab_su_buf_free(s->h, &s->handled);
-    llmlab_su_buf_free(s->h, &s->scratch);
+    llmlab_su_pass_bufs_free(s->h, &s->pass);
     llmlab_su_buf_free(s->h, &s->key);
     s->h->free(s);
 }
@@ -71,24 +70,13 @@ static double *priority_keys(prio_state *s, const llmlab_sched_view *v) {
 static llmlab_status prio_schedule(void *self, const llmlab_sched_view *v, llmlab_sched_plan *plan,
                                    llmlab_err *err) {
     prio_state *s = self;
-    size_t n = (size_t)v->n_reqs;
-    llmlab_su_rank *order = llmlab_su_buf_get(s->h, &s->order, n * sizeof *order);
-    uint8_t *handled = llmlab_su_buf_get(s->h, &s->handled, n), *scratch = llmlab_su_buf_get(s->h, &s->scratch, n);
+    llmlab_su_rank *order = llmlab_su_order(s->h, &s->pass, v);
     double *key = priority_keys(s, v);
-    if (!order || !handled || !scratch || !key) return LLMLAB_ENOMEM;
-    int m = 0;
-    for (int i = 0; i < v->n_reqs; i++) {
-        llmlab_req_state st = v->reqs[i].state;
-        if (st == LLMLAB_REQ_FINISHED || st == LLMLAB_REQ_FUTURE) continue;
-        order[m++] = (llmlab_su_rank){key[i], 0, v->reqs[i].arrival_s, v->reqs[i].id, i};
-    }
-    llmlab_su_sort(order, m);
-    llmlab_su_ledger L;
-    llmlab_su_begin(&L, v, plan, v->token_budget, handled);
+    if (!order || !key) return LLMLAB_ENOMEM;
+    int m = llmlab_su_rank_live(v, key, order);
     llmlab_su_pass_opts o = {.key = key, .preempt_for_admission = 1, .mode = llmlab_su_mode(s->mode, v, 0),
-                             .victim = s->victim, .scratch = scratch};
-    llmlab_su_rank_pass(&L, order, m, &o);
-    return LLMLAB_OK;
+                             .victim = s->victim, .scratch = NULL};
+    return llmlab_su_plan_pass(s->h, &s->pass, v, plan, v->token_budget, order, m, o);
 }
 
 static int prio_pick_victim(void *self, const llmlab_sched_view *v) {

@@ -283,6 +283,40 @@ void llmlab_su_rank_pass(llmlab_su_ledger *L, const llmlab_su_rank *order, int n
     }
 }
 
+void llmlab_su_pass_bufs_free(const llmlab_host *h, llmlab_su_pass_bufs *b) {
+    llmlab_su_buf_free(h, &b->order);
+    llmlab_su_buf_free(h, &b->handled);
+    llmlab_su_buf_free(h, &b->scratch);
+}
+
+llmlab_su_rank *llmlab_su_order(const llmlab_host *h, llmlab_su_pass_bufs *b, const llmlab_sched_view *v) {
+    return llmlab_su_buf_get(h, &b->order, (size_t)v->n_reqs * sizeof(llmlab_su_rank));
+}
+
+int llmlab_su_rank_live(const llmlab_sched_view *v, const double *key, llmlab_su_rank *order) {
+    int m = 0;
+    for (int i = 0; i < v->n_reqs; i++) {
+        llmlab_req_state st = v->reqs[i].state;
+        if (st != LLMLAB_REQ_FINISHED && st != LLMLAB_REQ_FUTURE)
+            order[m++] = (llmlab_su_rank){key ? key[i] : 0, 0, v->reqs[i].arrival_s, v->reqs[i].id, i};
+    }
+    return m;
+}
+
+llmlab_status llmlab_su_plan_pass(const llmlab_host *h, llmlab_su_pass_bufs *b, const llmlab_sched_view *v,
+                                  llmlab_sched_plan *plan, int budget, llmlab_su_rank *order, int m,
+                                  llmlab_su_pass_opts o) {
+    size_t n = (size_t)v->n_reqs;
+    uint8_t *handled = llmlab_su_buf_get(h, &b->handled, n);
+    o.scratch = llmlab_su_buf_get(h, &b->scratch, n);
+    if (!handled || !o.scratch) return LLMLAB_ENOMEM;
+    llmlab_su_sort(order, m);
+    llmlab_su_ledger L;
+    llmlab_su_begin(&L, v, plan, budget, handled);
+    llmlab_su_rank_pass(&L, order, m, &o);
+    return LLMLAB_OK;
+}
+
 /* ---- per-request state by id ------------------------------------------------ */
 
 static unsigned map_hash(int id, int cap) { return ((uint32_t)id * 2654435761u) & (uint32_t)(cap - 1); }

@@ -140,6 +140,28 @@ typedef struct {
  * preemption stops admissions, as in vLLM). */
 void llmlab_su_rank_pass(llmlab_su_ledger *L, const llmlab_su_rank *order, int n, const llmlab_su_pass_opts *o);
 
+/* The per-iteration scratch of a scheduler that plans with one rank pass: the
+ * order and the pass's handled and scratch bytes, grown as n_reqs grows. */
+typedef struct {
+    llmlab_su_buf order, handled, scratch;
+} llmlab_su_pass_bufs;
+
+void llmlab_su_pass_bufs_free(const llmlab_host *h, llmlab_su_pass_bufs *b);
+
+/* An order of n_reqs entries from b; NULL when out of memory. */
+llmlab_su_rank *llmlab_su_order(const llmlab_host *h, llmlab_su_pass_bufs *b, const llmlab_sched_view *v);
+
+/* Ranks the arrived, unfinished requests into order by (key[i], arrival, id)
+ * (key NULL: arrival, id); returns how many. */
+int llmlab_su_rank_live(const llmlab_sched_view *v, const double *key, llmlab_su_rank *order);
+
+/* Sorts order[0..m), starts a plan of budget tokens and walks the order once
+ * (llmlab_su_rank_pass with o, whose scratch comes from b).  LLMLAB_ENOMEM when
+ * the scratch cannot grow. */
+llmlab_status llmlab_su_plan_pass(const llmlab_host *h, llmlab_su_pass_bufs *b, const llmlab_sched_view *v,
+                                  llmlab_sched_plan *plan, int budget, llmlab_su_rank *order, int m,
+                                  llmlab_su_pass_opts o);
+
 /* ---- per-request state by id ------------------------------------------------ */
 
 /* Open-addressing map id -> slot, rebuilt from the live view every iteration so

@@ -23,7 +23,8 @@ typedef struct {
     const llmlab_host *h;
     int preemptive;
     char mode[16];
-    llmlab_su_buf order, handled, scratch, key;
+    llmlab_su_pass_bufs pass;
+    llmlab_su_buf key;
 } sjf_state;
 
 static const char *const mode_names[] = {"auto", "recompute", "swap", NULL};
@@ -43,9 +44,7 @@ static llmlab_status sjf_create(void **self, const llmlab_host *h, llmlab_engine
 static void sjf_destroy(void *self) {
     sjf_state *s = self;
     if (!s) return;
-    llmlab_su_buf_free(s->h, &s->order);
-    llmlab_su_buf_free(s->h, &s->handled);
-    llmlab_su_buf_free(s->h, &s->scratch);
+    llmlab_su_pass_bufs_free(s->h, &s->pass);
     llmlab_su_buf_free(s->h, &s->key);
     s->h->free(s);
 }
@@ -63,31 +62,21 @@ static double *job_keys(sjf_state *s, const llmlab_sched_view *v) {
 
 static llmlab_status sjf_schedule(void *self, const llmlab_sched_view *v, llmlab_sched_plan *plan, llmlab_err *err) {
     sjf_state *s = self;
-    size_t n = (size_t)v->n_reqs;
-    llmlab_su_rank *order = llmlab_su_buf_get(s->h, &s->order, n * sizeof *order);
-    uint8_t *handled = llmlab_su_buf_get(s->h, &s->handled, n), *scratch = llmlab_su_buf_get(s->h, &s->scratch, n);
+    llmlab_su_rank *order = llmlab_su_order(s->h, &s->pass, v);
     double *key = job_keys(s, v);
-    if (!order || !handled || !scratch || !key) return LLMLAB_ENOMEM;
-    int m = 0;
-    for (int i = 0; i < v->n_reqs; i++) {
-        llmlab_req_state st = v->reqs[i].state;
-        if (st == LLMLAB_REQ_FINISHED || st == LLMLAB_REQ_FUTURE) continue;
-        llmlab_su_rank rk = {key[i], 0, v->reqs[i].arrival_s, v->reqs[i].id, i};
-        if (!s->preemptive) { /* running requests first (arrival order), then the queue by length */
-            rk.k1 = st == LLMLAB_REQ_RUNNING ? -1 : 0;
-            rk.k2 = st == LLMLAB_REQ_RUNNING ? 0 : key[i];
-        }
-        order[m++] = rk;
+    if (!order || !key) return LLMLAB_ENOMEM;
+    int m = llmlab_su_rank_live(v, key, order);
+    /* Non-preemptive: running requests first (arrival order), then the queue by length. */
+    for (int k = 0; k < m && !s->preemptive; k++) {
+        int run = v->reqs[order[k].idx].state == LLMLAB_REQ_RUNNING;
+        order[k].k2 = run ? 0 : order[k].k1;
+        order[k].k1 = run ? -1 : 0;
     }
-    llmlab_su_sort(order, m);
-    llmlab_su_ledger L;
-    llmlab_su_begin(&L, v, plan, v->token_budget, handled);
     llmlab_su_pass_opts o = {.key = key, .preempt_for_admission = s->preemptive,
                              .mode = llmlab_su_mode(s->mode, v, 0),
                              .victim = s->preemptive ? LLMLAB_SU_VICTIM_LOWEST_KEY_LATEST : LLMLAB_SU_VICTIM_LATEST,
-                             .scratch = scratch};
-    llmlab_su_rank_pass(&L, order, m, &o);
-    return LLMLAB_OK;
+                             .scratch = NULL};
+    return llmlab_su_plan_pass(s->h, &s->pass, v, plan, v->token_budget, order, m, o);
 }
 
 static int sjf_pick_victim(void *self, const llmlab_sched_view *v) {
