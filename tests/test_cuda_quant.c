@@ -39,29 +39,12 @@ Test(cuda_quant, skipped_without_cuda) { cr_skip_test("built without CUDA (LLMLA
 #include "kernels/cpu/quant.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_quant.h"
+#include "tests/util/test_rng.h"
 
 /* ---- random numbers ------------------------------------------------------------- */
 
-static uint64_t g_rng, g_seed;
 
-static void seed_rng(void) {
-    const char *s = getenv("LLMLAB_TEST_SEED");
-    g_seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
-    g_rng = g_seed;
-}
-
-static uint64_t next_u64(void) { /* splitmix64 */
-    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static float rand_f(void) { /* uniform in [-1, 1), never exactly zero */
-    return (float)((next_u64() >> 40) + 0.5) / (float)(1 << 23) - 1.0f;
-}
-
-static int rand_int(int lo, int hi) { return lo + (int)(next_u64() % (uint64_t)(hi - lo + 1)); }
+static int rand_int(int lo, int hi) { return lo + (int)(test_rng_u64() % (uint64_t)(hi - lo + 1)); }
 
 /* ---- the device ------------------------------------------------------------------ */
 
@@ -71,7 +54,7 @@ static llmlab_cuda_qctx *g_ctx;
 static void need_device(void) {
     llmlab_err err = {0};
     if (llmlab_cuda_device_count(&err) == 0) cr_skip_test("no CUDA device: %s", err.msg);
-    seed_rng();
+    test_rng_start();
     llmlab_cuda_qopts o = {0, 0, 0};
     cr_assert_eq(llmlab_cuda_qctx_create(&g_ctx, &o, &err), LLMLAB_OK, "%s", err.msg);
 }
@@ -103,7 +86,7 @@ static void dev_matmul(llmlab_cuda_qctx *c, const llmlab_cuda_wmat *w, float *y,
     cr_assert_eq(llmlab_cuda_mem_d2h(c, y, dy, ny * sizeof(float), &err), LLMLAB_OK, "%s", err.msg);
     for (size_t i = 0; i < ny; i++)
         cr_assert(isfinite(y[i]), "%s M=%d: y[%zu][%zu] not written or not finite (%g) (seed %llu)", what, M,
-                  i / (size_t)rows, i % (size_t)rows, (double)y[i], (unsigned long long)g_seed);
+                  i / (size_t)rows, i % (size_t)rows, (double)y[i], (unsigned long long)test_rng_seed);
     llmlab_cuda_mem_free(dx);
     llmlab_cuda_mem_free(dy);
 }
@@ -232,7 +215,7 @@ Test(cuda_quant, gemv_exact_on_integer_data) {
                 for (int64_t i = 0; i < M * rows; i++)
                     cr_assert(y[i] == ref[i], "%s %s M=%d y[%lld][%lld] = %.9g, exact reference %.9g (seed %llu)",
                               c->name, pn, M, (long long)(i / rows), (long long)(i % rows), (double)y[i],
-                              (double)ref[i], (unsigned long long)g_seed);
+                              (double)ref[i], (unsigned long long)test_rng_seed);
             }
             /* The bf16 GEMM path: the weights and x are exact in bf16 too (and
              * the GGUF activation codes are x itself); its tensor-core sums are
@@ -242,7 +225,7 @@ Test(cuda_quant, gemv_exact_on_integer_data) {
                 cr_assert(fabsf(y[i] - ref[i]) <= 4.0f * 0x1p-24f * fabsf(ref[i]) + 1e-6f,
                           "%s gemm M=%d y[%lld][%lld] = %.9g, exact reference %.9g (seed %llu)", c->name, M,
                           (long long)(i / rows), (long long)(i % rows), (double)y[i], (double)ref[i],
-                          (unsigned long long)g_seed);
+                          (unsigned long long)test_rng_seed);
             free(x);
             free(y);
             free(ref);
@@ -307,12 +290,12 @@ static void check_random(const fcase *c, const llmlab_qmat *q, const float *W, c
             cr_assert(fabs((double)y[i] - ref[i]) <= tol,
                       "%s gemv M=%d y[%d][%lld] = %.9g, reference %.9g, |diff| %.3g > %.3g (seed %llu)", c->name, M,
                       m, (long long)n, (double)y[i], (double)ref[i], fabs((double)y[i] - ref[i]), tol,
-                      (unsigned long long)g_seed);
+                      (unsigned long long)test_rng_seed);
             double tol2 = 0x1p-5 * L2 + 1e-2 * fabs(exact) + 4.0 * (double)q->cols * u * S;
             cr_assert(fabs((double)y2[i] - exact) <= tol2,
                       "%s gemm M=%d y[%d][%lld] = %.9g, dequant(W) x = %.9g, |diff| %.3g > %.3g (seed %llu)", c->name,
                       M, m, (long long)n, (double)y2[i], exact, fabs((double)y2[i] - exact), tol2,
-                      (unsigned long long)g_seed);
+                      (unsigned long long)test_rng_seed);
             if (!y3) continue;
             /* MMA: the weight is rounded twice (scale to bf16, then the
              * product) and x once, 2^-8 relative each: standard deviation
@@ -323,7 +306,7 @@ static void check_random(const fcase *c, const llmlab_qmat *q, const float *W, c
             cr_assert(fabs((double)y3[i] - exact) <= tol3,
                       "%s mma M=%d y[%d][%lld] = %.9g, dequant(W) x = %.9g, |diff| %.3g > %.3g (seed %llu)", c->name,
                       M, m, (long long)n, (double)y3[i], exact, fabs((double)y3[i] - exact), tol3,
-                      (unsigned long long)g_seed);
+                      (unsigned long long)test_rng_seed);
         }
     }
 }
@@ -335,13 +318,13 @@ Test(cuda_quant, gemv_and_gemm_match_reference_on_random_data) {
     const int64_t rows = 37, cols = 768;
     static const int Ms[] = {1, 2, 3, 5, 8, 13, 32, 37};
     float *ins = malloc((size_t)cols * sizeof(float));
-    for (int64_t k = 0; k < cols; k++) ins[k] = 0.25f + 1.5f * (rand_f() + 1.0f);
+    for (int64_t k = 0; k < cols; k++) ins[k] = 0.25f + 1.5f * (test_rng_f() + 1.0f);
     for (size_t ci = 0; ci < N_CASES; ci++) {
         const fcase *c = &CASES[ci];
         llmlab_err err = {0};
         llmlab_qmat q = {0};
         float *Wf = malloc((size_t)(rows * cols) * sizeof(float));
-        for (int64_t i = 0; i < rows * cols; i++) Wf[i] = 0.1f * rand_f();
+        for (int64_t i = 0; i < rows * cols; i++) Wf[i] = 0.1f * test_rng_f();
         cr_assert_eq(llmlab_qmat_pack(&q, c->f, Wf, rows, cols, c->group, c->per_row, c->in_scale ? ins : NULL, &err),
                      LLMLAB_OK, "%s: %s", c->name, err.msg);
         float *W = dequant_all(&q);
@@ -349,7 +332,7 @@ Test(cuda_quant, gemv_and_gemm_match_reference_on_random_data) {
         for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++) {
             int M = Ms[mi];
             float *x = malloc((size_t)M * cols * sizeof(float));
-            for (int64_t i = 0; i < M * cols; i++) x[i] = rand_f();
+            for (int64_t i = 0; i < M * cols; i++) x[i] = test_rng_f();
             float *y = malloc((size_t)M * rows * sizeof(float)), *y2 = malloc((size_t)M * rows * sizeof(float)),
                   *y3 = malloc((size_t)M * rows * sizeof(float)), *ref = malloc((size_t)M * rows * sizeof(float));
             llmlab_qmat_matmul_ref(&q, ref, x, M);
@@ -380,7 +363,7 @@ Test(cuda_quant, bf16_baseline_matches_reference) {
     static const int Ms[] = {1, 4, 9, 33};
     float *Wf = malloc((size_t)(rows * cols) * sizeof(float)), *Wb = malloc((size_t)(rows * cols) * sizeof(float));
     for (int64_t i = 0; i < rows * cols; i++) {
-        Wf[i] = rand_f();
+        Wf[i] = test_rng_f();
         Wb[i] = llmlab_bf16_to_f32(llmlab_f32_to_bf16(Wf[i]));
     }
     llmlab_err err = {0};
@@ -392,7 +375,7 @@ Test(cuda_quant, bf16_baseline_matches_reference) {
         int M = Ms[mi];
         float *x = malloc((size_t)M * cols * sizeof(float)), *y = malloc((size_t)M * rows * sizeof(float)),
               *y2 = malloc((size_t)M * rows * sizeof(float));
-        for (int64_t i = 0; i < M * cols; i++) x[i] = rand_f();
+        for (int64_t i = 0; i < M * cols; i++) x[i] = test_rng_f();
         dev_matmul(g_ctx, w, y, x, M, rows, cols, LLMLAB_CUDA_PATH_GEMV, "bf16");
         dev_matmul(g_ctx, w, y2, x, M, rows, cols, LLMLAB_CUDA_PATH_GEMM, "bf16 cublas");
         for (int m = 0; m < M; m++)
@@ -403,9 +386,9 @@ Test(cuda_quant, bf16_baseline_matches_reference) {
                 size_t i = (size_t)m * rows + (size_t)n;
                 double tol = (cols + 40.0) * 0x1p-24 * S, tol2 = 0x1p-6 * L2 + 1e-2 * fabs(exact) + tol;
                 cr_assert(fabs(y[i] - exact) <= tol, "bf16 gemv M=%d y[%d][%lld] = %.9g, exact %.9g (seed %llu)", M,
-                          m, (long long)n, (double)y[i], exact, (unsigned long long)g_seed);
+                          m, (long long)n, (double)y[i], exact, (unsigned long long)test_rng_seed);
                 cr_assert(fabs(y2[i] - exact) <= tol2, "bf16 cublas M=%d y[%d][%lld] = %.9g, exact %.9g (seed %llu)",
-                          M, m, (long long)n, (double)y2[i], exact, (unsigned long long)g_seed);
+                          M, m, (long long)n, (double)y2[i], exact, (unsigned long long)test_rng_seed);
             }
         free(x);
         free(y);
@@ -434,21 +417,21 @@ Test(cuda_quant, gemv_is_batch_invariant) {
         const fcase *c = &CASES[ci];
         llmlab_qmat q = {0};
         float *Wf = malloc((size_t)(rows * cols) * sizeof(float));
-        for (int64_t i = 0; i < rows * cols; i++) Wf[i] = rand_f();
+        for (int64_t i = 0; i < rows * cols; i++) Wf[i] = test_rng_f();
         float *ins = malloc((size_t)cols * sizeof(float));
-        for (int64_t k = 0; k < cols; k++) ins[k] = 0.5f + rand_f() * rand_f();
+        for (int64_t k = 0; k < cols; k++) ins[k] = 0.5f + test_rng_f() * test_rng_f();
         cr_assert_eq(llmlab_qmat_pack(&q, c->f, Wf, rows, cols, c->group, c->per_row, c->in_scale ? ins : NULL, &err),
                      LLMLAB_OK, "%s: %s", c->name, err.msg);
         llmlab_cuda_wmat *w = upload(&q);
         float *x = malloc((size_t)Mbig * cols * sizeof(float));
-        for (int64_t i = 0; i < Mbig * cols; i++) x[i] = rand_f();
+        for (int64_t i = 0; i < Mbig * cols; i++) x[i] = test_rng_f();
         float *yb = malloc((size_t)Mbig * rows * sizeof(float)), *ya = malloc((size_t)Mbig * rows * sizeof(float));
         float y1[21], y3[3 * 21];
         dev_matmul(g_ctx, w, yb, x, Mbig, rows, cols, LLMLAB_CUDA_PATH_GEMV, c->name);
         dev_matmul(det, w, ya, x, Mbig, rows, cols, LLMLAB_CUDA_PATH_AUTO, c->name);
         cr_assert(!memcmp(ya, yb, (size_t)Mbig * rows * sizeof(float)),
                   "%s: deterministic AUTO at M=%d differs from the GEMV kernel (seed %llu)", c->name, Mbig,
-                  (unsigned long long)g_seed);
+                  (unsigned long long)test_rng_seed);
         static const int probe[] = {0, 5, 31, 63};
         for (int path = LLMLAB_CUDA_PATH_GEMV; path <= LLMLAB_CUDA_PATH_MMA; path += 2) {
             if (path == LLMLAB_CUDA_PATH_MMA && !is_i4(c->f)) continue;
@@ -460,12 +443,12 @@ Test(cuda_quant, gemv_is_batch_invariant) {
                 dev_matmul(g_ctx, w, y1, x + (size_t)m * cols, 1, rows, cols, (llmlab_cuda_path)path, c->name);
                 cr_assert(!memcmp(y1, yb + (size_t)m * rows, sizeof y1),
                           "%s %s: row %d alone differs from row %d of a %d-row batch (seed %llu)", c->name, pn, m, m,
-                          Mbig, (unsigned long long)g_seed);
+                          Mbig, (unsigned long long)test_rng_seed);
                 int m3 = m < Mbig - 2 ? m : Mbig - 3;
                 dev_matmul(g_ctx, w, y3, x + (size_t)m3 * cols, 3, rows, cols, (llmlab_cuda_path)path, c->name);
                 cr_assert(!memcmp(y3, yb + (size_t)m3 * rows, sizeof y3),
                           "%s %s: rows %d..%d as a 3-row batch differ from the %d-row batch (seed %llu)", c->name, pn,
-                          m3, m3 + 2, Mbig, (unsigned long long)g_seed);
+                          m3, m3 + 2, Mbig, (unsigned long long)test_rng_seed);
             }
         }
         llmlab_cuda_wmat_free(w);
@@ -487,7 +470,7 @@ Test(cuda_quant, bad_input_gives_messages) {
     llmlab_err err = {0};
     llmlab_cuda_wmat *w = NULL;
     float W[2 * 256];
-    for (int i = 0; i < 2 * 256; i++) W[i] = rand_f();
+    for (int i = 0; i < 2 * 256; i++) W[i] = test_rng_f();
 
     llmlab_qmat q = {0};
     cr_assert_eq(llmlab_qmat_pack(&q, LLMLAB_QF_Q4_K, W, 2, 256, 0, 0, NULL, &err), LLMLAB_OK, "%s", err.msg);

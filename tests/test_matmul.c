@@ -16,36 +16,16 @@
 #include "core/dtype.h"
 #include "core/threadpool.h"
 #include "kernels/cpu/kernels.h"
+#include "tests/util/test_rng.h"
 
 static const llmlab_dtype DTYPES[] = {LLMLAB_DTYPE_F32, LLMLAB_DTYPE_F16, LLMLAB_DTYPE_BF16};
 
 /* ---- random inputs ------------------------------------------------------------ */
 
-static uint64_t g_rng;
-static uint64_t g_seed;
-
-static void seed_rng(void) {
-    const char *s = getenv("LLMLAB_TEST_SEED");
-    g_seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
-    g_rng = g_seed;
-}
-
-static uint64_t next_u64(void) { /* splitmix64 */
-    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* Uniform in [-1, 1), never exactly zero. */
-static float rand_f(void) {
-    float f = (float)((next_u64() >> 40) + 0.5) / (float)(1 << 23) - 1.0f;
-    return f;
-}
 
 static float *rand_x(size_t n) {
     float *x = malloc(n * sizeof *x);
-    for (size_t i = 0; i < n; i++) x[i] = rand_f();
+    for (size_t i = 0; i < n; i++) x[i] = test_rng_f();
     return x;
 }
 
@@ -56,7 +36,7 @@ static void *rand_w(llmlab_dtype t, size_t n, size_t misalign, void **base) {
     char *b = malloc(n * llmlab_dtype_size(t) + misalign);
     char *w = b + misalign;
     for (size_t i = 0; i < n; i++) {
-        float f = rand_f();
+        float f = test_rng_f();
         if (t == LLMLAB_DTYPE_F32) {
             memcpy(w + i * 4, &f, 4);
         } else {
@@ -110,7 +90,7 @@ static void check_vs_ref(llmlab_threadpool *tp, llmlab_dtype t, int M, int N, in
             cr_assert(fabs((double)a - r) <= tol,
                       "%s M=%d N=%d K=%d y[%d][%d]=%.9g ref=%.9g |diff|=%.3g > tol=%.3g (seed %llu, %s)",
                       llmlab_dtype_name(t), M, N, K, m, n, a, r, fabs((double)a - r), tol,
-                      (unsigned long long)g_seed, llmlab_cpu_simd_name());
+                      (unsigned long long)test_rng_seed, llmlab_cpu_simd_name());
         }
     free(wbase);
     free(xbase);
@@ -122,7 +102,7 @@ static void all_shapes_vs_ref(void) {
     static const int Ms[] = {1, 3, 4, 5, 17};
     static const int Ks[] = {1, 7, 8, 9, 64, 67, 200, 2048};
     static const int Ns[] = {1, 5, 33, 100};
-    seed_rng();
+    test_rng_start();
     llmlab_threadpool *tp = llmlab_threadpool_create(2);
     cr_assert_not_null(tp);
     for (int ti = 0; ti < 3; ti++)
@@ -168,17 +148,17 @@ static void check_invariance(llmlab_dtype t, int N, int K, llmlab_threadpool *tp
         llmlab_cpu_matmul(y_other, X, W, t, M, N, K, pools[p]);
         cr_assert(!memcmp(y_full, y_other, (size_t)M * row_bytes),
                   "%s N=%d K=%d: %d-thread result differs from 1 thread (seed %llu)",
-                  llmlab_dtype_name(t), N, K, p + 2, (unsigned long long)g_seed);
+                  llmlab_dtype_name(t), N, K, p + 2, (unsigned long long)test_rng_seed);
     }
     for (int m = 0; m < M; m++) {
         for (int mb = 1; mb <= 9; mb++) {
             int pos = (m * 7 + mb) % mb;
-            for (int i = 0; i < mb * K; i++) xb[i] = rand_f();
+            for (int i = 0; i < mb * K; i++) xb[i] = test_rng_f();
             memcpy(xb + (size_t)pos * K, X + (size_t)m * K, (size_t)K * sizeof(float));
             llmlab_cpu_matmul(yb, xb, W, t, mb, N, K, (m & 1) ? tp3 : NULL);
             cr_assert(!memcmp(yb + (size_t)pos * N, y_full + (size_t)m * N, row_bytes),
                       "%s N=%d K=%d: row %d differs at position %d of a %d-row batch (seed %llu)",
-                      llmlab_dtype_name(t), N, K, m, pos, mb, (unsigned long long)g_seed);
+                      llmlab_dtype_name(t), N, K, m, pos, mb, (unsigned long long)test_rng_seed);
         }
     }
     free(wbase);
@@ -192,7 +172,7 @@ static void check_invariance(llmlab_dtype t, int N, int K, llmlab_threadpool *tp
 /* N = 53: two full 24-row tasks plus a 5-row task, which leaves N tails for
  * each register-block width (3, 4, 8). */
 static void invariance_all(const int *Ks, int nK) {
-    seed_rng();
+    test_rng_start();
     llmlab_threadpool *tp2 = llmlab_threadpool_create(2), *tp3 = llmlab_threadpool_create(3);
     cr_assert(tp2 && tp3);
     for (int ti = 0; ti < 3; ti++)
@@ -243,7 +223,7 @@ static void check_row_gather(llmlab_dtype t) {
                 continue;
             }
             cr_assert(!memcmp(&want, &out[k], 4), "%s row %d k %d: %.9g != %.9g (seed %llu)",
-                      llmlab_dtype_name(t), row, k, out[k], want, (unsigned long long)g_seed);
+                      llmlab_dtype_name(t), row, k, out[k], want, (unsigned long long)test_rng_seed);
         }
     }
     /* odd K to exercise the tail of the vector loop */
@@ -258,7 +238,7 @@ static void check_row_gather(llmlab_dtype t) {
 }
 
 Test(row_to_f32, exact_vs_scalar_converters) {
-    seed_rng();
+    test_rng_start();
     for (int ti = 0; ti < 3; ti++) check_row_gather(DTYPES[ti]);
     llmlab_cpu_force_scalar(1);
     for (int ti = 0; ti < 3; ti++) check_row_gather(DTYPES[ti]);

@@ -18,26 +18,10 @@
 #include "core/threadpool.h"
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/quant.h"
+#include "tests/util/test_rng.h"
 
 /* ---- random inputs ---------------------------------------------------------------- */
 
-static uint64_t g_rng, g_seed;
-
-static void seed_rng(void) {
-    const char *s = getenv("LLMLAB_TEST_SEED");
-    g_seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
-    g_rng = g_seed;
-}
-
-static uint64_t next_u64(void) { /* splitmix64 */
-    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* Uniform in [-1, 1), never exactly zero. */
-static float rand_f(void) { return (float)((next_u64() >> 40) + 0.5) / (float)(1 << 23) - 1.0f; }
 
 /* Weights like a trained layer's: each row its own magnitude (1e-3 .. 1), a few
  * outliers 8x larger, and a row whose values are all of one sign (the
@@ -45,10 +29,10 @@ static float rand_f(void) { return (float)((next_u64() >> 40) + 0.5) / (float)(1
 static float *rand_weights(int64_t rows, int64_t cols) {
     float *w = malloc((size_t)(rows * cols) * sizeof *w);
     for (int64_t r = 0; r < rows; r++) {
-        float mag = powf(10.0f, -3.0f * (float)(next_u64() % 1000) / 1000.0f);
+        float mag = powf(10.0f, -3.0f * (float)(test_rng_u64() % 1000) / 1000.0f);
         for (int64_t c = 0; c < cols; c++) {
-            float v = rand_f() * mag;
-            if (next_u64() % 97 == 0) v *= 8.0f;
+            float v = test_rng_f() * mag;
+            if (test_rng_u64() % 97 == 0) v *= 8.0f;
             if (r == 1) v = fabsf(v) + 0.5f * mag;
             w[r * cols + c] = v;
         }
@@ -58,7 +42,7 @@ static float *rand_weights(int64_t rows, int64_t cols) {
 
 static float *rand_x(size_t n) {
     float *x = malloc(n * sizeof *x);
-    for (size_t i = 0; i < n; i++) x[i] = rand_f() * (next_u64() % 50 == 0 ? 6.0f : 1.0f);
+    for (size_t i = 0; i < n; i++) x[i] = test_rng_f() * (test_rng_u64() % 50 == 0 ? 6.0f : 1.0f);
     return x;
 }
 
@@ -160,7 +144,7 @@ static double rt_bound(const fmt_case *c, const float *w, int64_t cols, int64_t 
 }
 
 Test(quant_kernels, round_trip_within_format_bound) {
-    seed_rng();
+    test_rng_start();
     const int64_t rows = 13, cols = 512;
     float *W = rand_weights(rows, cols), *D = malloc(sizeof(float) * (size_t)(rows * cols));
     float tensor_amax = amax_of(W, rows * cols);
@@ -179,7 +163,7 @@ Test(quant_kernels, round_trip_within_format_bound) {
                 n_clamped += clamped;
                 cr_assert(e <= b, "%s: |w - deq| at [%lld][%lld] = %.4g > bound %.4g (w = %.6g, deq = %.6g, seed %llu)",
                           c->name, (long long)r, (long long)k, e, b, W[r * cols + k], D[r * cols + k],
-                          (unsigned long long)g_seed);
+                          (unsigned long long)test_rng_seed);
                 worst = e / b > worst ? e / b : worst;
             }
         /* Not trivially loose: some element comes near the bound (RTN errors are
@@ -198,7 +182,7 @@ Test(quant_kernels, round_trip_within_format_bound) {
 
 /* Bits per weight from the layouts: data + scales over rows * cols. */
 Test(quant_kernels, bits_per_weight) {
-    seed_rng();
+    test_rng_start();
     const int64_t rows = 8, cols = 1024;
     float *W = rand_weights(rows, cols);
     const double expect[N_CASES] = {8.5, 4.5, 4.5, 8 + 32.0 / cols, 4.5, 4.125, 4.5, 4.25,
@@ -242,7 +226,7 @@ static void check_fast_vs_ref(const fmt_case *c, int M, int64_t rows, int64_t co
     float *W = rand_weights(rows, cols), *x = rand_x((size_t)M * (size_t)cols), *in = NULL;
     if (with_in) {
         in = malloc(sizeof(float) * (size_t)cols);
-        for (int64_t k = 0; k < cols; k++) in[k] = 0.25f + fabsf(rand_f()) * 4.0f;
+        for (int64_t k = 0; k < cols; k++) in[k] = 0.25f + fabsf(test_rng_f()) * 4.0f;
     }
     llmlab_qmat q;
     pack_ok(&q, c, W, rows, cols, in);
@@ -264,7 +248,7 @@ static void check_fast_vs_ref(const fmt_case *c, int M, int64_t rows, int64_t co
             cr_assert(fabs((double)a - r) <= tol && isfinite(a),
                       "%s M=%d rows=%lld cols=%lld in=%d y[%d][%lld]=%.9g ref=%.9g |diff|=%.3g > tol=%.3g (seed %llu, %s)",
                       c->name, M, (long long)rows, (long long)cols, with_in, m, (long long)n, a, r,
-                      fabs((double)a - r), tol, (unsigned long long)g_seed, llmlab_cpu_simd_name());
+                      fabs((double)a - r), tol, (unsigned long long)test_rng_seed, llmlab_cpu_simd_name());
         }
     llmlab_qmat_free(&q);
     free(W);
@@ -277,7 +261,7 @@ static void check_fast_vs_ref(const fmt_case *c, int M, int64_t rows, int64_t co
 
 static void all_vs_ref(void) {
     static const int Ms[] = {1, 3, 17};
-    seed_rng();
+    test_rng_start();
     llmlab_threadpool *tp = llmlab_threadpool_create(2);
     cr_assert_not_null(tp);
     for (int ci = 0; ci < N_CASES; ci++)
@@ -304,7 +288,7 @@ Test(quant_kernels, scalar_path_matches_reference) {
  * bit-identical to it; and the SIMD path stays within the summation tolerance of
  * the scalar path (checked through the reference above). */
 Test(quant_kernels, scalar_path_is_the_reference_bit_for_bit) {
-    seed_rng();
+    test_rng_start();
     const int M = 5;
     const int64_t rows = 19, cols = 256;
     for (int ci = 0; ci < N_CASES; ci++) {
@@ -317,7 +301,7 @@ Test(quant_kernels, scalar_path_is_the_reference_bit_for_bit) {
         llmlab_cpu_force_scalar(0);
         llmlab_qmat_matmul_ref(&q, ref, x, M);
         cr_assert(!memcmp(y, ref, sizeof(float) * M * rows), "%s: scalar kernel differs from the reference (seed %llu)",
-                  CASES[ci].name, (unsigned long long)g_seed);
+                  CASES[ci].name, (unsigned long long)test_rng_seed);
         llmlab_qmat_free(&q);
         free(W);
         free(x);
@@ -345,20 +329,20 @@ static void check_invariance(const fmt_case *c, int64_t rows, int64_t cols, llml
     for (int p = 0; p < 2; p++) {
         llmlab_qmat_matmul(&q, y_other, X, M, pools[p]);
         cr_assert(!memcmp(y_full, y_other, M * row_bytes), "%s: %d threads differ from 1 (seed %llu, %s)", c->name,
-                  p + 2, (unsigned long long)g_seed, llmlab_cpu_simd_name());
+                  p + 2, (unsigned long long)test_rng_seed, llmlab_cpu_simd_name());
     }
     for (int m = 0; m < M; m++) {
         llmlab_qmat_matmul(&q, yb, X + (size_t)m * cols, 1, (m & 1) ? tp2 : NULL);
         cr_assert(!memcmp(yb, y_full + (size_t)m * rows, row_bytes),
                   "%s: row %d alone differs from the %d-row batch (seed %llu, %s)", c->name, m, M,
-                  (unsigned long long)g_seed, llmlab_cpu_simd_name());
+                  (unsigned long long)test_rng_seed, llmlab_cpu_simd_name());
         int mb = 2 + m % 5, pos = m % mb;
-        for (size_t i = 0; i < (size_t)mb * cols; i++) xb[i] = rand_f();
+        for (size_t i = 0; i < (size_t)mb * cols; i++) xb[i] = test_rng_f();
         memcpy(xb + (size_t)pos * cols, X + (size_t)m * cols, sizeof(float) * (size_t)cols);
         llmlab_qmat_matmul(&q, yb, xb, mb, tp3);
         cr_assert(!memcmp(yb + (size_t)pos * rows, y_full + (size_t)m * rows, row_bytes),
                   "%s: row %d differs at position %d of a %d-row batch (seed %llu, %s)", c->name, m, pos, mb,
-                  (unsigned long long)g_seed, llmlab_cpu_simd_name());
+                  (unsigned long long)test_rng_seed, llmlab_cpu_simd_name());
     }
     llmlab_qmat_free(&q);
     free(W);
@@ -372,7 +356,7 @@ static void check_invariance(const fmt_case *c, int64_t rows, int64_t cols, llml
 /* rows = 53: three 16-row tasks and a 5-row one, so every register-block width
  * leaves an N tail. */
 static void invariance_all(void) {
-    seed_rng();
+    test_rng_start();
     llmlab_threadpool *tp2 = llmlab_threadpool_create(2), *tp3 = llmlab_threadpool_create(3);
     cr_assert(tp2 && tp3);
     for (int ci = 0; ci < N_CASES; ci++) check_invariance(&CASES[ci], 53, 512, tp2, tp3);
@@ -396,14 +380,14 @@ Test(quant_kernels, batch_and_thread_invariant_scalar) {
  * exactly what the same packed weights give on x * in_scale computed outside;
  * dequant returns W * in_scale. */
 Test(quant_kernels, in_scale_scales_the_activations) {
-    seed_rng();
+    test_rng_start();
     const int M = 3;
     const int64_t rows = 11, cols = 256;
     for (int ci = 0; ci < N_CASES; ci++) {
         const fmt_case *c = &CASES[ci];
         float *W = rand_weights(rows, cols), *x = rand_x((size_t)M * cols), *in = malloc(sizeof(float) * cols);
         float *xs = malloc(sizeof(float) * M * cols);
-        for (int64_t k = 0; k < cols; k++) in[k] = 0.5f + fabsf(rand_f()) * 2.0f;
+        for (int64_t k = 0; k < cols; k++) in[k] = 0.5f + fabsf(test_rng_f()) * 2.0f;
         for (int m = 0; m < M; m++)
             for (int64_t k = 0; k < cols; k++) xs[m * cols + k] = x[m * cols + k] * in[k];
         llmlab_qmat qi, q0;
@@ -413,7 +397,7 @@ Test(quant_kernels, in_scale_scales_the_activations) {
         llmlab_qmat_matmul(&qi, y1, x, M, NULL);
         llmlab_qmat_matmul(&q0, y2, xs, M, NULL);
         cr_assert(!memcmp(y1, y2, sizeof(float) * M * rows), "%s: in_scale differs from scaling x outside (seed %llu)",
-                  c->name, (unsigned long long)g_seed);
+                  c->name, (unsigned long long)test_rng_seed);
         float *d1 = malloc(sizeof(float) * rows * cols), *d0 = malloc(sizeof(float) * rows * cols);
         llmlab_qmat_dequant_rows(&qi, 0, rows, d1);
         llmlab_qmat_dequant_rows(&q0, 0, rows, d0);
@@ -468,14 +452,14 @@ static float *hand_blocks(llmlab_dtype t, uint8_t *data, int64_t rows, int64_t c
         for (int64_t b = 0; b < cols / bw; b++) {
             uint8_t *blk = data + (size_t)(r * (cols / bw) + b) * bb;
             float *o = w + r * cols + b * bw;
-            for (size_t i = 0; i < bb; i++) blk[i] = (uint8_t)next_u64();
-            put_h(blk, rand_f() * 0.05f);
+            for (size_t i = 0; i < bb; i++) blk[i] = (uint8_t)test_rng_u64();
+            put_h(blk, test_rng_f() * 0.05f);
             if (t == LLMLAB_DTYPE_Q8_0) {
                 for (int i = 0; i < 32; i++) o[i] = h2f(blk) * (float)(int8_t)blk[2 + i];
             } else if (t == LLMLAB_DTYPE_Q4_0) { /* weight i < 16: low nibble of byte i; i >= 16: high of i - 16 */
                 for (int i = 0; i < 32; i++) o[i] = h2f(blk) * (float)((i < 16 ? blk[2 + i] % 16 : blk[2 + i - 16] / 16) - 8);
             } else { /* Q4_K: 64-weight chunk c: low nibbles of qs[32c..] = sub-block 2c, high = 2c + 1 */
-                put_h(blk + 2, fabsf(rand_f()) * 0.02f);
+                put_h(blk + 2, fabsf(test_rng_f()) * 0.02f);
                 for (int i = 0; i < 256; i++) {
                     int sub = i / 32, sc, mn;
                     q4k_sm(blk + 4, sub, &sc, &mn);
@@ -489,7 +473,7 @@ static float *hand_blocks(llmlab_dtype t, uint8_t *data, int64_t rows, int64_t c
 }
 
 Test(quant_kernels, gguf_blocks_by_hand) {
-    seed_rng();
+    test_rng_start();
     static const llmlab_dtype T[] = {LLMLAB_DTYPE_Q8_0, LLMLAB_DTYPE_Q4_0, LLMLAB_DTYPE_Q4_K};
     const int64_t rows = 7, cols = 512;
     const int M = 3;
@@ -505,7 +489,7 @@ Test(quant_kernels, gguf_blocks_by_hand) {
         llmlab_qmat_dequant_rows(&q, 0, rows, deq);
         for (int64_t i = 0; i < rows * cols; i++)
             cr_assert(deq[i] == expect[i], "%s: dequant[%lld] = %.9g, the format says %.9g (seed %llu)",
-                      llmlab_dtype_name(T[ti]), (long long)i, deq[i], expect[i], (unsigned long long)g_seed);
+                      llmlab_dtype_name(T[ti]), (long long)i, deq[i], expect[i], (unsigned long long)test_rng_seed);
         /* the dense path: row gather and matmul through llmlab_cpu_* */
         float row[512];
         llmlab_cpu_row_to_f32(row, data, T[ti], 4, (int)cols);
@@ -532,7 +516,7 @@ Test(quant_kernels, gguf_blocks_by_hand) {
                 float a = y[m * rows + n], r = yq[m * rows + n];
                 cr_assert(fabs(a - exact) <= bound && fabs(r - exact) <= bound,
                           "%s y[%d][%lld]: fast %.7g ref %.7g, f32 dot %.7g, bound %.3g (seed %llu)",
-                          llmlab_dtype_name(T[ti]), m, (long long)n, a, r, exact, bound, (unsigned long long)g_seed);
+                          llmlab_dtype_name(T[ti]), m, (long long)n, a, r, exact, bound, (unsigned long long)test_rng_seed);
             }
         llmlab_qmat_free(&q);
         free(base);
@@ -620,7 +604,7 @@ static int nearest_code(float f) {
 }
 
 Test(quant_kernels, fp8_e4m3_rounding) {
-    seed_rng();
+    test_rng_start();
     for (int c = 0; c < 0x7e; c++) { /* positive neighbours c, c + 1 */
         double lo = e4m3_def(c), hi = e4m3_def(c + 1), mid = (lo + hi) / 2;
         for (int sgn = 0; sgn < 2; sgn++) {
@@ -634,27 +618,27 @@ Test(quant_kernels, fp8_e4m3_rounding) {
         }
     }
     for (int i = 0; i < 20000; i++) {
-        float f = rand_f() * powf(2.0f, (float)(int)(next_u64() % 24) - 12.0f);
+        float f = test_rng_f() * powf(2.0f, (float)(int)(test_rng_u64() % 24) - 12.0f);
         int want = nearest_code(f), got = llmlab_f32_to_fp8_e4m3(f);
         cr_assert_eq(got, want, "f = %.9g: code 0x%02x, nearest 0x%02x (seed %llu)", f, got, want,
-                     (unsigned long long)g_seed);
+                     (unsigned long long)test_rng_seed);
     }
 }
 
 /* ---- pack_codes ----------------------------------------------------------------------------------------- */
 
 Test(quant_kernels, pack_codes_round_trip) {
-    seed_rng();
+    test_rng_start();
     const int64_t rows = 5, cols = 256;
     for (int asym = 0; asym < 2; asym++) {
         const int group = asym ? 64 : 128;
         int64_t ng = cols / group;
         int8_t *codes = malloc((size_t)(rows * cols));
         float *scale = malloc(sizeof(float) * rows * ng), *mn = malloc(sizeof(float) * rows * ng);
-        for (int64_t i = 0; i < rows * cols; i++) codes[i] = (int8_t)((int)(next_u64() % 16) - (asym ? 0 : 8));
+        for (int64_t i = 0; i < rows * cols; i++) codes[i] = (int8_t)((int)(test_rng_u64() % 16) - (asym ? 0 : 8));
         for (int64_t i = 0; i < rows * ng; i++) {
-            scale[i] = fabsf(rand_f()) * 0.01f;
-            mn[i] = rand_f() * 0.05f;
+            scale[i] = fabsf(test_rng_f()) * 0.01f;
+            mn[i] = test_rng_f() * 0.05f;
         }
         llmlab_qmat q;
         llmlab_err err = {0};
