@@ -266,7 +266,7 @@ static llmlab_status finish_step(serve_run *R, llmlab_step *st, llmlab_err *err)
     llmlab_kv *kv = llmlab_ctx_kv(e->ctx);
     for (int i = 0; i < R->n_view; i++) {
         llmlab_seq *s = R->vseq[i];
-        if (R->plan[i] <= 0 || s->state != LLMLAB_REQ_RUNNING) continue;
+        if (R->vb.plan[i] <= 0 || s->state != LLMLAB_REQ_RUNNING) continue;
         if (in_prefill(s)) llmlab_kv_commit(kv, s->kv);
         if (s->verify_now) {
             llmlab_status r = seq_begin(e, s, err);
@@ -381,12 +381,12 @@ static llmlab_status build_step(serve_run *R, llmlab_step *st, llmlab_step_row *
     int n_dec = 0;
     llmlab_batch_clear(st->b);
     for (int i = 0; i < R->n_view && !r; i++) {
-        if (R->plan[i] <= 0) continue;
+        if (R->vb.plan[i] <= 0) continue;
         llmlab_seq *s = R->vseq[i];
         int added = 0;
         x->seqs++;
         if (in_prefill(s)) {
-            r = add_prefill(e, s, R->plan[i], st, &added, err);
+            r = add_prefill(e, s, R->vb.plan[i], st, &added, err);
             x->prefill += added;
         } else if (!(r = seq_begin(e, s, err)))
             st->decoders[n_dec++] = s;
@@ -405,9 +405,9 @@ static llmlab_status iterate(serve_run *R, llmlab_step *st, step_log *steps, int
     llmlab_engine *e = R->e;
     double now = llmlab_now() - e->t0;
     serve_build_view(R, now);
-    memset(R->plan, 0, (size_t)R->n_view * sizeof *R->plan);
-    memset(R->preempt, 0, (size_t)R->n_view);
-    llmlab_sched_plan sp = {sizeof sp, R->plan, R->preempt};
+    memset(R->vb.plan, 0, (size_t)R->n_view * sizeof *R->vb.plan);
+    memset(R->vb.preempt, 0, (size_t)R->n_view);
+    llmlab_sched_plan sp = {sizeof sp, R->vb.plan, R->vb.preempt};
     llmlab_status r = sched_ops(e)->schedule(e->sched.self, &R->view, &sp, err);
     if (r) return llmlab_err_prefix(err, "sched plugin '%s'", e->sched.d->name);
     if ((r = serve_plan_preempts(R, err)) || (r = serve_fit_plan(R, now, err))) return r;
@@ -423,7 +423,7 @@ static llmlab_status iterate(serve_run *R, llmlab_step *st, step_log *steps, int
     llmlab_kv *kv = llmlab_ctx_kv(e->ctx);
     long long gen0 = 0, gen1 = 0;
     for (int i = 0; i < R->n_view; i++)
-        if (R->plan[i] > 0) {
+        if (R->vb.plan[i] > 0) {
             gen0 += R->vseq[i]->generated;
             x.context += llmlab_kv_len(kv, R->vseq[i]->kv);
         }
@@ -433,7 +433,7 @@ static llmlab_status iterate(serve_run *R, llmlab_step *st, step_log *steps, int
     st->out = NULL;
     if (r) return r;
     for (int i = 0; i < R->n_view; i++)
-        if (R->plan[i] > 0) gen1 += R->vseq[i]->generated;
+        if (R->vb.plan[i] > 0) gen1 += R->vseq[i]->generated;
     double t_end = llmlab_now();
     x.start = t_start - e->t0;
     x.dt = t_end - t_start;
@@ -452,7 +452,7 @@ static llmlab_status idle(serve_run *R, double idle_since, llmlab_err *err) {
     int running = 0;
     const llmlab_seq *head = NULL;
     for (int k = 0; k < R->n_live; k++) {
-        const llmlab_seq *s = &R->seqs[R->live[k]];
+        const llmlab_seq *s = &R->seqs[R->vb.live[k]];
         running |= s->state == LLMLAB_REQ_RUNNING;
         if (!head && s->state == LLMLAB_REQ_WAITING) head = s;
     }

@@ -335,14 +335,8 @@ void llmlab_lua_open_engine(lua_State *L) {
     luaL_newlib(L, methods);
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
-    luaL_newmetatable(L, "llmlab.result");
-    lua_pushcfunction(L, result_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
-    luaL_newmetatable(L, "llmlab.runbufs");
-    lua_pushcfunction(L, run_bufs_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
+    llmlab_lua_gc_metatable(L, "llmlab.result", result_gc);
+    llmlab_lua_gc_metatable(L, "llmlab.runbufs", run_bufs_gc);
 }
 
 /* ---- llmlab.results(path) ------------------------------------------------------------ */

@@ -2,6 +2,7 @@
 #ifndef LLMLAB_LUA_INTERNAL_H
 #define LLMLAB_LUA_INTERNAL_H
 
+#include <lauxlib.h>
 #include <lua.h>
 
 #include "engine.h"
@@ -83,6 +84,15 @@ void llmlab_lua_open_engine(lua_State *L);
 void llmlab_lua_open_results(lua_State *L);
 int llmlab_lua_engine_new(lua_State *L);
 int llmlab_lua_results_new(lua_State *L);
+
+/* Registers metatable `name` whose only metamethod is __gc = gc (userdata that
+ * own C buffers). */
+static inline void llmlab_lua_gc_metatable(lua_State *L, const char *name, lua_CFunction gc) {
+    luaL_newmetatable(L, name);
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+}
 
 /* t[k] = v on the table at the top of the stack. */
 static inline void llmlab_lua_setnum(lua_State *L, const char *k, double v) {

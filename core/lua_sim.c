@@ -575,14 +575,8 @@ llmlab_sim *llmlab_lua_result_sim(lua_State *L, int idx) {
 }
 
 void llmlab_lua_open_sim(lua_State *L) {
-    luaL_newmetatable(L, "llmlab.sim");
-    lua_pushcfunction(L, sim_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
-    luaL_newmetatable(L, "llmlab.simreqs");
-    lua_pushcfunction(L, simreqs_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
+    llmlab_lua_gc_metatable(L, "llmlab.sim", sim_gc);
+    llmlab_lua_gc_metatable(L, "llmlab.simreqs", simreqs_gc);
 }
 
 int llmlab_lua_simulate(lua_State *L) { return l_simulate(L); }

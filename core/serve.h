@@ -8,6 +8,7 @@
 
 #include "arrivals.h"
 #include "engine_internal.h"
+#include "sched_view.h"
 
 /* One run's serving state.  Per-iteration work is proportional to the live
  * requests: arrivals come off a heap, finished requests leave the live index. */
@@ -19,19 +20,13 @@ typedef struct {
     /* arrivals */
     llmlab_arrivals arr;       /* keyed on seqs[i].arrival_s; closed-loop release lists */
     /* the live index */
-    int *live;                 /* [n] arrived, unfinished requests (WAITING/RUNNING/SWAPPED), arrival order */
+    llmlab_view_bufs vb;       /* live index (WAITING/RUNNING/SWAPPED, arrival order) and the view's buffers */
     int n_live;
     int n_done;                /* finished or cancelled */
     /* the scheduler's view; entry i stands for request vseq[i] */
     int full_view;             /* the sched plugin predates ABI 1.3: every request, list order */
     int n_view;
     llmlab_seq **vseq;         /* [n] */
-    int *vpos;                 /* [n] view entry of each request (valid for live ones) */
-    llmlab_sched_req *vreq;    /* [n] */
-    int *held, *pred;          /* [n] blocks_held, predicted_out */
-    int *plan;                 /* [n] run_tokens */
-    int *need;                 /* [n] KV blocks each scheduled entry takes this step */
-    uint8_t *preempt;          /* [n] */
     llmlab_sched_view view;
     /* counters of the step being built (reset when the step is logged) */
     int step_preempted, step_swap_in, step_swap_out;

@@ -152,21 +152,21 @@ static llmlab_status take_kv_seq(llmlab_engine *e, llmlab_seq *s, llmlab_err *er
 
 static void view_entry(serve_run *R, int i, llmlab_seq *s) {
     R->vseq[i] = s;
-    R->vpos[s->index] = i;
-    R->vreq[i] = (llmlab_sched_req){s->id, s->state, s->arrival_s, s->prompt_len, serve_computed(s),
+    R->vb.vpos[s->index] = i;
+    R->vb.vreq[i] = (llmlab_sched_req){s->id, s->state, s->arrival_s, s->prompt_len, serve_computed(s),
                                     serve_target(s), s->generated, s->max_new, s->priority};
-    R->held[i] = serve_held(s);
-    R->pred[i] = s->max_new;
+    R->vb.held[i] = serve_held(s);
+    R->vb.pred[i] = s->max_new;
 }
 
 /* Keeps s's view entry in step with a state change made while carrying out a plan
  * (pick_victim sees the pool as it is). */
 static void view_sync(serve_run *R, llmlab_seq *s) {
-    int i = R->vpos[s->index];
+    int i = R->vb.vpos[s->index];
     if (i < 0 || i >= R->n_view || R->vseq[i] != s) return;
-    R->vreq[i].state = s->state;
-    R->vreq[i].computed = serve_computed(s);
-    R->held[i] = serve_held(s);
+    R->vb.vreq[i].state = s->state;
+    R->vb.vreq[i].computed = serve_computed(s);
+    R->vb.held[i] = serve_held(s);
     R->view.kv_blocks_free = llmlab_ctx_kv(R->e->ctx)->n_free;
     R->view.swap_blocks_free = R->e->swap.total - R->e->swap.used;
 }
@@ -178,13 +178,13 @@ void serve_build_view(serve_run *R, double now) {
         for (int i = 0; i < R->n; i++) view_entry(R, i, &R->seqs[i]);
     } else {
         R->n_view = R->n_live;
-        for (int k = 0; k < R->n_live; k++) view_entry(R, k, &R->seqs[R->live[k]]);
+        for (int k = 0; k < R->n_live; k++) view_entry(R, k, &R->seqs[R->vb.live[k]]);
     }
     const llmlab_kv *kv = llmlab_ctx_kv(e->ctx);
-    R->view = (llmlab_sched_view){sizeof R->view, now, R->n_view, R->vreq, kv->n_free, kv->o.n_blocks,
+    R->view = (llmlab_sched_view){sizeof R->view, now, R->n_view, R->vb.vreq, kv->n_free, kv->o.n_blocks,
                                   kv->o.block_size, e->token_budget, e->max_seqs, serve_decode_width(e),
                                   (int)(e->watermark * kv->o.n_blocks), e->swap.total - e->swap.used,
-                                  e->swap.total, R->held, R->pred, e->preempt_mode};
+                                  e->swap.total, R->vb.held, R->vb.pred, e->preempt_mode};
 }
 
 /* ---- preemption ------------------------------------------------------------------------------ */
@@ -233,14 +233,14 @@ llmlab_status serve_preempt(serve_run *R, llmlab_seq *s, int mode, llmlab_err *e
 
 llmlab_status serve_plan_preempts(serve_run *R, llmlab_err *err) {
     for (int i = 0; i < R->n_view; i++) {
-        if (!R->preempt[i]) continue;
-        if (R->preempt[i] > LLMLAB_PREEMPT_SWAP)
+        if (!R->vb.preempt[i]) continue;
+        if (R->vb.preempt[i] > LLMLAB_PREEMPT_SWAP)
             return llmlab_err_set(err, LLMLAB_EINVAL, "sched plugin '%s': preempt[%d] = %d for request %d (1 = "
-                                  "recompute, 2 = swap)", R->e->sched.d->name, i, R->preempt[i], R->vseq[i]->id);
+                                  "recompute, 2 = swap)", R->e->sched.d->name, i, R->vb.preempt[i], R->vseq[i]->id);
         if (R->vseq[i]->state != LLMLAB_REQ_RUNNING) continue;
-        llmlab_status st = serve_preempt(R, R->vseq[i], R->preempt[i], err);
+        llmlab_status st = serve_preempt(R, R->vseq[i], R->vb.preempt[i], err);
         if (st) return st;
-        R->plan[i] = 0; /* a preempted request waits at least one iteration */
+        R->vb.plan[i] = 0; /* a preempted request waits at least one iteration */
     }
     return LLMLAB_OK;
 }
@@ -263,7 +263,7 @@ static llmlab_seq *pick_victim(serve_run *R, llmlab_err *err, llmlab_status *st)
     }
     llmlab_seq *v = NULL;
     for (int k = 0; k < R->n_live; k++) { /* live order = arrival order: >= keeps the latest */
-        llmlab_seq *s = &R->seqs[R->live[k]];
+        llmlab_seq *s = &R->seqs[R->vb.live[k]];
         if (s->state == LLMLAB_REQ_RUNNING && (!v || s->priority >= v->priority)) v = s;
     }
     return v;
@@ -284,25 +284,25 @@ static llmlab_status count_plan(serve_run *R, int *need_run, int *need_adm, llml
     *need_run = *need_adm = 0;
     for (int i = 0; i < R->n_view; i++) {
         llmlab_seq *s = R->vseq[i];
-        if (R->plan[i] <= 0 || s->state == LLMLAB_REQ_FINISHED || s->state == LLMLAB_REQ_FUTURE) {
-            R->plan[i] = 0;
+        if (R->vb.plan[i] <= 0 || s->state == LLMLAB_REQ_FINISHED || s->state == LLMLAB_REQ_FUTURE) {
+            R->vb.plan[i] = 0;
             continue;
         }
-        int tokens = step_tokens(s, R->plan[i]);
+        int tokens = step_tokens(s, R->vb.plan[i]);
         if ((total += tokens) > e->token_budget)
             return llmlab_err_set(err, LLMLAB_EINVAL, "sched plugin '%s' planned more than the token budget %d (a "
                                   "decoding sequence counts %d tokens)", e->sched.d->name, e->token_budget,
                                   serve_decode_width(e));
-        R->need[i] = step_blocks(s, tokens);
-        int after = R->need[i] + (s->state == LLMLAB_REQ_RUNNING ? serve_held(s) : 0);
+        R->vb.need[i] = step_blocks(s, tokens);
+        int after = R->vb.need[i] + (s->state == LLMLAB_REQ_RUNNING ? serve_held(s) : 0);
         if (after > kv->o.n_blocks)
             return llmlab_err_set(err, LLMLAB_ENOKV,
                                   "request %d cannot fit in the KV cache even alone: with this step's %d tokens it "
                                   "needs %d blocks (%d tokens cached), the pool has %d blocks of %d tokens; raise "
                                   "kv_tokens or shorten the request", s->id, tokens, after, serve_computed(s),
                                   kv->o.n_blocks, kv->o.block_size);
-        if (is_admission(s)) *need_adm += R->need[i];
-        else *need_run += R->need[i];
+        if (is_admission(s)) *need_adm += R->vb.need[i];
+        else *need_run += R->vb.need[i];
     }
     return LLMLAB_OK;
 }
@@ -315,13 +315,13 @@ static void drop_admissions(serve_run *R, int need_run, int *need_adm) {
     llmlab_engine *e = R->e;
     const llmlab_kv *kv = llmlab_ctx_kv(e->ctx);
     int running = 0, wm = R->view.watermark_blocks;
-    for (int k = 0; k < R->n_live && !running; k++) running = R->seqs[R->live[k]].state == LLMLAB_REQ_RUNNING;
+    for (int k = 0; k < R->n_live && !running; k++) running = R->seqs[R->vb.live[k]].state == LLMLAB_REQ_RUNNING;
     for (int i = R->n_view - 1; i >= 0 && *need_adm > 0; i--) {
-        if (R->plan[i] <= 0 || !is_admission(R->vseq[i])) continue;
+        if (R->vb.plan[i] <= 0 || !is_admission(R->vseq[i])) continue;
         int left = kv->n_free - need_run - *need_adm;
         if (left >= 0 && (left >= wm || !running)) break;
-        *need_adm -= R->need[i];
-        R->plan[i] = 0;
+        *need_adm -= R->vb.need[i];
+        R->vb.plan[i] = 0;
     }
 }
 
@@ -354,15 +354,15 @@ llmlab_status serve_fit_plan(serve_run *R, double now, llmlab_err *err) {
         if (!v)
             return llmlab_err_set(err, LLMLAB_ENOKV, "KV cache: %d blocks needed, %d free and nothing left to "
                                   "preempt", need_run, kv->n_free);
-        int i = R->vpos[v->index];
-        int scheduled = i >= 0 && i < R->n_view && R->vseq[i] == v && R->plan[i] > 0;
+        int i = R->vb.vpos[v->index];
+        int scheduled = i >= 0 && i < R->n_view && R->vseq[i] == v && R->vb.plan[i] > 0;
         if ((st = serve_preempt(R, v, R->e->preempt_mode, err))) return st;
         if (scheduled) {
-            need_run -= R->need[i];
-            R->plan[i] = 0;
+            need_run -= R->vb.need[i];
+            R->vb.plan[i] = 0;
         }
     }
     for (int i = 0; i < R->n_view && !st; i++)
-        if (R->plan[i] > 0 && is_admission(R->vseq[i])) st = admit(R, R->vseq[i], now, err);
+        if (R->vb.plan[i] > 0 && is_admission(R->vseq[i])) st = admit(R, R->vseq[i], now, err);
     return st;
 }

@@ -19,26 +19,15 @@ llmlab_status serve_alloc(serve_run *R, llmlab_engine *e, llmlab_seq *seqs, cons
     R->reqs = reqs;
     R->n = n;
     size_t N = (size_t)(n > 0 ? n : 1);
-    R->live = malloc(N * sizeof *R->live);
     R->vseq = malloc(N * sizeof *R->vseq);
-    R->vpos = malloc(N * sizeof *R->vpos);
-    R->vreq = calloc(N, sizeof *R->vreq);
-    R->held = calloc(N, sizeof *R->held);
-    R->pred = calloc(N, sizeof *R->pred);
-    R->plan = calloc(N, sizeof *R->plan);
-    R->need = calloc(N, sizeof *R->need);
-    R->preempt = calloc(N, 1);
-    if (!R->live || !R->vseq || !R->vpos || !R->vreq || !R->held ||
-        !R->pred || !R->plan || !R->need || !R->preempt)
-        return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory for the serving state of %d requests", n);
-    return LLMLAB_OK;
+    if (!R->vseq) return llmlab_err_set(err, LLMLAB_ENOMEM, "out of memory for the serving state of %d requests", n);
+    return llmlab_view_bufs_alloc(&R->vb, n, "serving loop", err);
 }
 
 void serve_free(serve_run *R) {
     llmlab_arrivals_free(&R->arr);
-    void *bufs[] = {R->live, R->vseq, R->vpos,
-                    R->vreq, R->held, R->pred, R->plan, R->need, R->preempt};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    llmlab_view_bufs_free(&R->vb);
+    free(R->vseq);
     memset(R, 0, sizeof *R);
 }
 
@@ -50,7 +39,7 @@ llmlab_status serve_queue_init(serve_run *R, llmlab_err *err) {
             return llmlab_err_set(err, LLMLAB_EINVAL, "request %d: cancel_after_s %g must be >= 0 (0 = never)",
                                   R->reqs[i].id, R->reqs[i].cancel_after_s);
         llmlab_seq *s = &R->seqs[i];
-        R->vpos[i] = -1;
+        R->vb.vpos[i] = -1;
         s->index = i;
         s->state = LLMLAB_REQ_FUTURE;
         s->cancel_s = -1;
@@ -67,13 +56,13 @@ void serve_arrivals(serve_run *R, double now) {
         s->state = LLMLAB_REQ_WAITING;
         s->cancel_s = after > 0 ? s->arrival_s + after : -1;
         if (s->max_new == 0) serve_retire(R, s, s->arrival_s, 0); /* nothing to generate */
-        else R->live[R->n_live++] = i;
+        else R->vb.live[R->n_live++] = i;
     }
 }
 
 void serve_cancellations(serve_run *R, double now) {
     for (int k = 0; k < R->n_live; k++) {
-        llmlab_seq *s = &R->seqs[R->live[k]];
+        llmlab_seq *s = &R->seqs[R->vb.live[k]];
         if (s->state != LLMLAB_REQ_FINISHED && s->cancel_s >= 0 && now >= s->cancel_s) serve_retire(R, s, now, 1);
     }
 }
@@ -81,14 +70,14 @@ void serve_cancellations(serve_run *R, double now) {
 void serve_compact(serve_run *R) {
     int w = 0;
     for (int k = 0; k < R->n_live; k++)
-        if (R->seqs[R->live[k]].state != LLMLAB_REQ_FINISHED) R->live[w++] = R->live[k];
+        if (R->seqs[R->vb.live[k]].state != LLMLAB_REQ_FINISHED) R->vb.live[w++] = R->vb.live[k];
     R->n_live = w;
 }
 
 double serve_next_event(const serve_run *R) {
     double t = llmlab_arrivals_next(&R->arr);
     for (int k = 0; k < R->n_live; k++) {
-        double c = R->seqs[R->live[k]].cancel_s;
+        double c = R->seqs[R->vb.live[k]].cancel_s;
         if (c >= 0 && (t < 0 || c < t)) t = c;
     }
     return t;

@@ -89,8 +89,8 @@ const llmlab_plugin_desc *llmlab_sim_sched(const llmlab_sim *s) { return s->d; }
 static void run_free(sim_run *R) {
     llmlab_arrivals_free(&R->arr);
     llmlab_step_log_free(&R->L);
-    void *bufs[] = {R->q, R->live, R->vidx, R->vpos, R->need, R->vreq, R->held, R->pred,
-                    R->plan, R->preempt, R->last_tok, R->T.req, R->T.index, R->T.tok, R->T.t};
+    llmlab_view_bufs_free(&R->vb);
+    void *bufs[] = {R->q, R->vidx, R->last_tok, R->T.req, R->T.index, R->T.tok, R->T.t};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
 }
 
@@ -103,19 +103,12 @@ static llmlab_status run_alloc(sim_run *R, llmlab_sim *S, const llmlab_request *
     R->itl = itl;
     size_t N = (size_t)(n > 0 ? n : 1);
     R->q = calloc(N, sizeof *R->q);
-    R->live = malloc(N * sizeof *R->live);
     R->vidx = malloc(N * sizeof *R->vidx);
-    R->vpos = calloc(N, sizeof *R->vpos);
-    R->need = calloc(N, sizeof *R->need);
-    R->vreq = calloc(N, sizeof *R->vreq);
-    R->held = calloc(N, sizeof *R->held);
-    R->pred = calloc(N, sizeof *R->pred);
-    R->plan = calloc(N, sizeof *R->plan);
-    R->preempt = calloc(N, 1);
     if (itl) R->last_tok = calloc(N, sizeof *R->last_tok);
-    if (!R->q || !R->live || !R->vidx || !R->vpos || !R->need || !R->vreq || !R->held ||
-        !R->pred || !R->plan || !R->preempt || (itl && !R->last_tok))
+    if (!R->q || !R->vidx || (itl && !R->last_tok))
         return llmlab_err_set(err, LLMLAB_ENOMEM, "simulate: out of memory for %d requests", n);
+    llmlab_status st = llmlab_view_bufs_alloc(&R->vb, n, "simulate", err);
+    if (st) return st;
     R->free_blocks = S->n_blocks;
     R->swap_free = S->swap_blocks;
     R->full_view = S->d->abi_minor < 3;
@@ -166,31 +159,31 @@ static void build_view(sim_run *R, double now) {
     const llmlab_sim *S = R->S;
     R->n_view = R->full_view ? R->n : R->n_live;
     for (int k = 0; k < R->n_view; k++) {
-        int i = R->full_view ? k : R->live[k];
+        int i = R->full_view ? k : R->vb.live[k];
         R->vidx[k] = i;
-        R->vpos[i] = k;
+        R->vb.vpos[i] = k;
         sim_view_entry(R, k);
     }
-    R->view = (llmlab_sched_view){sizeof R->view, now, R->n_view, R->vreq, R->free_blocks, S->n_blocks,
+    R->view = (llmlab_sched_view){sizeof R->view, now, R->n_view, R->vb.vreq, R->free_blocks, S->n_blocks,
                                   S->block_size, S->token_budget, S->max_seqs, 1, S->watermark_blocks,
-                                  R->swap_free, S->swap_blocks, R->held, R->pred, S->preempt_mode};
+                                  R->swap_free, S->swap_blocks, R->vb.held, R->vb.pred, S->preempt_mode};
 }
 
 void sim_view_entry(sim_run *R, int k) {
     int i = R->vidx[k];
     const llmlab_request *r = &R->reqs[i];
     const sim_req *q = &R->q[i];
-    R->vreq[k] = (llmlab_sched_req){r->id, q->state, q->arrival, r->prompt_len, q->computed,
+    R->vb.vreq[k] = (llmlab_sched_req){r->id, q->state, q->arrival, r->prompt_len, q->computed,
                                     sim_target(R, i), q->generated, r->max_new, r->priority};
-    R->held[k] = q->held;
-    R->pred[k] = r->max_new; /* the simulator's requests emit exactly max_new tokens: an oracle */
+    R->vb.held[k] = q->held;
+    R->vb.pred[k] = r->max_new; /* the simulator's requests emit exactly max_new tokens: an oracle */
 }
 
 static llmlab_status schedule(sim_run *R, void *self, double now, llmlab_err *err) {
     build_view(R, now);
-    memset(R->plan, 0, (size_t)R->n_view * sizeof *R->plan);
-    memset(R->preempt, 0, (size_t)R->n_view);
-    llmlab_sched_plan sp = {sizeof sp, R->plan, R->preempt};
+    memset(R->vb.plan, 0, (size_t)R->n_view * sizeof *R->vb.plan);
+    memset(R->vb.preempt, 0, (size_t)R->n_view);
+    llmlab_sched_plan sp = {sizeof sp, R->vb.plan, R->vb.preempt};
     const llmlab_sched_ops *ops = R->S->d->ops;
     llmlab_status st = ops->schedule(self, &R->view, &sp, err);
     return st ? llmlab_err_prefix(err, "sched plugin '%s'", R->S->d->name) : LLMLAB_OK;
@@ -218,13 +211,13 @@ static llmlab_status compose(sim_run *R, llmlab_iter_shape *it, int *seqs, llmla
     memset(it, 0, sizeof *it);
     *seqs = 0;
     for (int k = 0; k < R->n_view; k++) {
-        if (R->plan[k] <= 0) continue;
+        if (R->vb.plan[k] <= 0) continue;
         int i = R->vidx[k], want = sim_target(R, i) - R->q[i].computed;
-        total += want > 0 ? R->plan[k] : 1;
+        total += want > 0 ? R->vb.plan[k] : 1;
         if (total > S->token_budget)
             return llmlab_err_set(err, LLMLAB_EINVAL, "sched plugin '%s' planned more than the token budget %d (a "
                                   "decoding sequence counts 1 token)", S->d->name, S->token_budget);
-        llmlab_iter_add(it, want > 0 ? (R->plan[k] < want ? R->plan[k] : want) : 0, R->q[i].computed);
+        llmlab_iter_add(it, want > 0 ? (R->vb.plan[k] < want ? R->vb.plan[k] : want) : 0, R->q[i].computed);
         (*seqs)++;
     }
     return LLMLAB_OK;
@@ -236,12 +229,12 @@ static void finish_step(sim_run *R, double end, int *accepted, double *context) 
     *accepted = 0;
     *context = 0;
     for (int k = 0; k < R->n_view; k++) {
-        if (R->plan[k] <= 0) continue;
+        if (R->vb.plan[k] <= 0) continue;
         int i = R->vidx[k];
         sim_req *q = &R->q[i];
         int target = sim_target(R, i), want = target - q->computed;
         if (want > 0) {
-            int chunk = R->plan[k] < want ? R->plan[k] : want;
+            int chunk = R->vb.plan[k] < want ? R->vb.plan[k] : want;
             int redo = (q->recompute_upto < q->computed + chunk ? q->recompute_upto : q->computed + chunk) - q->computed;
             if (redo > 0) q->recomputed += redo, R->recomputed += redo;
             q->computed += chunk;

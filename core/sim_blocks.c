@@ -55,21 +55,21 @@ static void preempt(sim_run *R, int i, int k, int mode) {
 
 llmlab_status sim_plan_preempts(sim_run *R, llmlab_err *err) {
     for (int k = 0; k < R->n_view; k++) {
-        if (!R->preempt[k]) continue;
+        if (!R->vb.preempt[k]) continue;
         int i = R->vidx[k];
-        if (R->preempt[k] > LLMLAB_PREEMPT_SWAP)
+        if (R->vb.preempt[k] > LLMLAB_PREEMPT_SWAP)
             return llmlab_err_set(err, LLMLAB_EINVAL, "sched plugin '%s': preempt[%d] = %d for request %d (1 = "
-                                  "recompute, 2 = swap)", R->S->d->name, k, R->preempt[k], R->reqs[i].id);
+                                  "recompute, 2 = swap)", R->S->d->name, k, R->vb.preempt[k], R->reqs[i].id);
         if (R->q[i].state != LLMLAB_REQ_RUNNING) continue;
-        preempt(R, i, k, R->preempt[k]);
-        R->plan[k] = 0; /* a preempted request waits at least one iteration */
+        preempt(R, i, k, R->vb.preempt[k]);
+        R->vb.plan[k] = 0; /* a preempted request waits at least one iteration */
     }
     return LLMLAB_OK;
 }
 
 /* The view entry of request i, or -1. */
 static int entry_of(const sim_run *R, int i) {
-    int k = R->vpos[i];
+    int k = R->vb.vpos[i];
     return k >= 0 && k < R->n_view && R->vidx[k] == i ? k : -1;
 }
 
@@ -88,7 +88,7 @@ static int pick_victim(sim_run *R, void *self, llmlab_status *st, llmlab_err *er
     }
     int v = -1;
     for (int k = 0; k < R->n_live; k++) { /* arrival order: >= keeps the latest */
-        int i = R->live[k];
+        int i = R->vb.live[k];
         if (R->q[i].state == LLMLAB_REQ_RUNNING && (v < 0 || R->reqs[i].priority >= R->reqs[v].priority)) v = i;
     }
     return v;
@@ -113,11 +113,11 @@ static llmlab_status count_plan(sim_run *R, int *need, int *need_run, int *need_
     for (int k = 0; k < R->n_view; k++) {
         int i = R->vidx[k];
         sim_req *q = &R->q[i];
-        if (R->plan[k] <= 0 || q->state == LLMLAB_REQ_FINISHED || q->state == LLMLAB_REQ_FUTURE) {
-            R->plan[k] = 0;
+        if (R->vb.plan[k] <= 0 || q->state == LLMLAB_REQ_FINISHED || q->state == LLMLAB_REQ_FUTURE) {
+            R->vb.plan[k] = 0;
             continue;
         }
-        int left = sim_target(R, i) - q->computed, tokens = left > 0 ? (R->plan[k] < left ? R->plan[k] : left) : 1;
+        int left = sim_target(R, i) - q->computed, tokens = left > 0 ? (R->vb.plan[k] < left ? R->vb.plan[k] : left) : 1;
         if ((total += tokens) > S->token_budget)
             return llmlab_err_set(err, LLMLAB_EINVAL, "sched plugin '%s' planned more than the token budget %d (a "
                                   "decoding sequence counts 1 token)", S->d->name, S->token_budget);
@@ -138,11 +138,11 @@ static llmlab_status count_plan(sim_run *R, int *need, int *need_run, int *need_
 static void drop_admissions(sim_run *R, const int *need, int need_run, int *need_adm) {
     int wm = R->view.watermark_blocks, running = R->n_running > 0;
     for (int k = R->n_view - 1; k >= 0 && *need_adm > 0; k--) {
-        if (R->plan[k] <= 0 || !is_admission(&R->q[R->vidx[k]])) continue;
+        if (R->vb.plan[k] <= 0 || !is_admission(&R->q[R->vidx[k]])) continue;
         int left = R->free_blocks - need_run - *need_adm;
         if (left >= 0 && (left >= wm || !running)) break;
         *need_adm -= need[k];
-        R->plan[k] = 0;
+        R->vb.plan[k] = 0;
     }
 }
 
@@ -165,7 +165,7 @@ static llmlab_status admit(sim_run *R, int i, double now, llmlab_err *err) {
 }
 
 llmlab_status sim_fit_plan(sim_run *R, void *self, double now, llmlab_err *err) {
-    int *need = R->need, need_run, need_adm;
+    int *need = R->vb.need, need_run, need_adm;
     llmlab_status st = count_plan(R, need, &need_run, &need_adm, err);
     if (st) return st;
     drop_admissions(R, need, need_run, &need_adm);
@@ -178,14 +178,14 @@ llmlab_status sim_fit_plan(sim_run *R, void *self, double now, llmlab_err *err) 
                                   "preempt", need_run, R->free_blocks);
         int k = entry_of(R, v);
         preempt(R, v, k, R->S->preempt_mode);
-        if (k >= 0 && R->plan[k] > 0) {
+        if (k >= 0 && R->vb.plan[k] > 0) {
             need_run -= need[k];
-            R->plan[k] = 0;
+            R->vb.plan[k] = 0;
         }
     }
     /* Appends take their blocks now: the step's peak is counted before releases. */
     for (int k = 0; k < R->n_view && !st; k++) {
-        if (R->plan[k] <= 0) continue;
+        if (R->vb.plan[k] <= 0) continue;
         int i = R->vidx[k], grow = need[k] - (R->q[i].state == LLMLAB_REQ_SWAPPED ? R->q[i].held : 0);
         if (is_admission(&R->q[i])) st = admit(R, i, now, err);
         if (!st) R->free_blocks -= grow;

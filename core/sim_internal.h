@@ -9,6 +9,7 @@
 #include "params.h"
 #include "registry.h"
 #include "run_result.h"
+#include "sched_view.h"
 #include "sim.h"
 
 struct llmlab_sim {
@@ -51,15 +52,11 @@ typedef struct {
     sim_req *q;                 /* [n] */
     llmlab_arrivals arr;        /* keyed on q[i].arrival; closed-loop release lists */
     /* the live index: arrived, unfinished requests in arrival order */
-    int *live, n_live, n_done;
+    llmlab_view_bufs vb;        /* live index and the view's buffers (sched_view.h) */
+    int n_live, n_done;
     /* the view; entry k stands for request vidx[k] */
     int full_view, n_view;
     int *vidx;                  /* [n] */
-    int *vpos;                  /* [n] view entry of each request (valid while it is in the view) */
-    int *need;                  /* [n] blocks each view entry takes this step */
-    llmlab_sched_req *vreq;     /* [n] */
-    int *held, *pred, *plan;    /* [n] */
-    uint8_t *preempt;           /* [n] */
     llmlab_sched_view view;
     /* the block pools */
     int free_blocks, swap_free;

@@ -29,13 +29,13 @@ void sim_arrivals(sim_run *R, double now) {
         q->state = LLMLAB_REQ_WAITING;
         q->cancel_at = after > 0 ? q->arrival + after : -1;
         if (R->reqs[i].max_new == 0) sim_retire(R, i, q->arrival, 0); /* nothing to generate */
-        else R->live[R->n_live++] = i;
+        else R->vb.live[R->n_live++] = i;
     }
 }
 
 void sim_cancellations(sim_run *R, double now) {
     for (int k = 0; k < R->n_live; k++) {
-        int i = R->live[k];
+        int i = R->vb.live[k];
         if (R->q[i].state != LLMLAB_REQ_FINISHED && R->q[i].cancel_at >= 0 && now >= R->q[i].cancel_at)
             sim_retire(R, i, now, 1);
     }
@@ -44,14 +44,14 @@ void sim_cancellations(sim_run *R, double now) {
 void sim_compact(sim_run *R) {
     int w = 0;
     for (int k = 0; k < R->n_live; k++)
-        if (R->q[R->live[k]].state != LLMLAB_REQ_FINISHED) R->live[w++] = R->live[k];
+        if (R->q[R->vb.live[k]].state != LLMLAB_REQ_FINISHED) R->vb.live[w++] = R->vb.live[k];
     R->n_live = w;
 }
 
 double sim_next_event(const sim_run *R) {
     double t = llmlab_arrivals_next(&R->arr);
     for (int k = 0; k < R->n_live; k++) {
-        double c = R->q[R->live[k]].cancel_at;
+        double c = R->q[R->vb.live[k]].cancel_at;
         if (c >= 0 && (t < 0 || c < t)) t = c;
     }
     return t;

@@ -270,6 +270,16 @@ __device__ __forceinline__ uint32_t u32_at2(const unsigned short *h) {
     return (uint32_t)__ldg(h) | ((uint32_t)__ldg(h + 1) << 16);
 }
 
+/* Block p of a GGUF row whose blocks are an f16 scale followed by NW 32-bit
+ * words of codes (Q8_0: 34 bytes, NW 8; Q4_0: 18 bytes, NW 4). */
+template <int BlockBytes, int NW>
+__device__ __forceinline__ float load_gguf_block(const uint8_t *row, int64_t p, uint32_t (&q)[NW]) {
+    const unsigned short *h = (const unsigned short *)(row + BlockBytes * p);
+#pragma unroll
+    for (int i = 0; i < NW; i++) q[i] = u32_at2(h + 1 + 2 * i);
+    return __half2float(__ushort_as_half(__ldg(h)));
+}
+
 /* Q8_0: one block (f16 d + 32 int8) per packet; dp4a gives the exact integer
  * dot with the block's int8 activation codes, then t = (d * xd) * isum as in
  * the CPU reference. */
@@ -282,10 +292,7 @@ struct FmtQ8_0 {
     };
     __device__ static Packet load(const GemvArgs &, const uint8_t *row, int64_t p) {
         Packet k;
-        const unsigned short *h = (const unsigned short *)(row + 34 * p);
-        k.d = __half2float(__ushort_as_half(__ldg(h)));
-#pragma unroll
-        for (int i = 0; i < 8; i++) k.q[i] = u32_at2(h + 1 + 2 * i);
+        k.d = load_gguf_block<34, 8>(row, p, k.q);
         return k;
     }
     template <int MT>
@@ -327,10 +334,7 @@ struct FmtQ4_0 {
     };
     __device__ static Packet load(const GemvArgs &, const uint8_t *row, int64_t p) {
         Packet k;
-        const unsigned short *h = (const unsigned short *)(row + 18 * p);
-        k.d = __half2float(__ushort_as_half(__ldg(h)));
-#pragma unroll
-        for (int i = 0; i < 4; i++) k.q[i] = u32_at2(h + 1 + 2 * i);
+        k.d = load_gguf_block<18, 4>(row, p, k.q);
         return k;
     }
     template <int MT>
