@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench/bench_util.h"
 #include "core/cli/args.h"
 #include "core/cli/commands.h"
 #include "core/dtype.h"
@@ -92,7 +93,7 @@ __attribute__((target("avx2,fma"))) static void fma_task(void *arg, int t, int n
 }
 
 /* Peak f32 FMA rate of the pool's threads in FLOP/s (one task per thread). */
-static double peak_flops(llmlab_threadpool *tp) {
+double llmlab_bench_peak_flops(llmlab_threadpool *tp) {
     if (!__builtin_cpu_supports("fma")) return 0.0;
     fma_job j = {.iters = 20000000};
     int n = llmlab_threadpool_size(tp);
@@ -163,7 +164,7 @@ static llmlab_status run_rep(llmlab_ctx *ctx, const bench_args *a, int rep, benc
     llmlab_rng_seed(&rng, 1234, (uint64_t)rep);
     for (int i = 0; i < a->n_prompt; i++) prompt[i] = (int32_t)(llmlab_rng_next(&rng) % (uint64_t)m->cfg.vocab_size);
     r->bw = llmlab_cpu_read_bandwidth(llmlab_ctx_pool(ctx), (size_t)512 << 20, 3);
-    r->peak = peak_flops(llmlab_ctx_pool(ctx));
+    r->peak = llmlab_bench_peak_flops(llmlab_ctx_pool(ctx));
     llmlab_gen_opts go = {.max_new = a->n_gen, .samp = LLMLAB_SAMPLING_GREEDY};
     llmlab_gen_stats gs = {0};
     int n_out = 0;

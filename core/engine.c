@@ -365,7 +365,13 @@ static llmlab_status pack_weights(llmlab_engine *e, llmlab_err *err) {
     return LLMLAB_OK;
 }
 
-void llmlab_engine_route_linear(llmlab_engine *e, llmlab_ctx *ctx) { llmlab_ctx_set_linear(ctx, quant_linear, e); }
+void llmlab_engine_route_linear(llmlab_engine *e, llmlab_ctx *ctx) {
+    /* On the GPU the built-in `none` is the device's own dense path (its CPU
+     * kernel would read host weights); any other quant plugin stays routed, and
+     * the CUDA forward refuses it with a message (docs/cuda.md). */
+    if (llmlab_ctx_model(ctx)->backend == LLMLAB_BACKEND_CUDA && !strcmp(e->quant.d->name, "none")) return;
+    llmlab_ctx_set_linear(ctx, quant_linear, e);
+}
 
 /* The decoding plugin's most tokens per sequence and step (ABI 1.1 field). */
 static llmlab_status read_decode_tokens(llmlab_engine *e, llmlab_err *err) {

@@ -10,6 +10,7 @@
  * per-row ops and attention run per token, so no row depends on its neighbours.
  */
 #include "forward.h"
+#include "forward_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -19,52 +20,7 @@
 #include "kernels/cpu/kernels.h"
 #include "kernels/cpu/ops.h"
 
-struct llmlab_ctx {
-    const llmlab_model *m;
-    llmlab_kv *kv;
-    llmlab_threadpool *pool;
-    int max_batch;
-    int kv_tokens;
-    /* activations, [max_batch][...] */
-    float *x;       /* [B][dim] residual stream */
-    float *h;       /* [B][dim] normed input of a sub-block */
-    float *q;       /* [B][n_heads*head_dim] */
-    float *k;       /* [B][n_kv_heads*head_dim] */
-    float *v;       /* [B][n_kv_heads*head_dim] */
-    float *att;     /* [B][n_heads*head_dim] attention output */
-    float *gate;    /* [B][ffn_dim] */
-    float *up;      /* [B][ffn_dim] */
-    float *tmp;     /* [B][dim] */
-    /* visibility: per token, the prior-slot count and the visible batch slots (CSR) */
-    int32_t *n_prior;   /* [B] */
-    int32_t *vis_off;   /* [B+1] */
-    int32_t *vis_slots; /* [B*B] worst case */
-    int n_scratch;      /* attention scratch rows */
-    float *scores;      /* [n_scratch][kv_tokens + B] */
-    /* outputs */
-    llmlab_outputs out;
-    llmlab_linear_fn linear; /* NULL: dense kernel on the stored dtype */
-    void *linear_user;
-    uint8_t *skip;      /* [n_layers] 1 = layer left out (self-speculative drafts), or NULL */
-    int32_t *seq_len0;  /* [max_seqs] sequence lengths before this batch */
-    int32_t *seq_count; /* [max_seqs] tokens of each sequence in this batch */
-    /* attention policies */
-    llmlab_attn_pattern pat;  /* block 0 = dense */
-    uint8_t *layout;          /* [layout_blocks^2] the pattern's copy */
-    int32_t *rand;            /* [B][LLMLAB_MAX_RANDOM_BLOCKS] random key blocks per token */
-    int32_t *n_rand;          /* [B] */
-    int mass_on;              /* accumulate attention mass (one task per sequence x KV head) */
-    int32_t *units;           /* [max_seqs] sequences of this batch, first-appearance order */
-    int n_units;
-    uint8_t *seq_chain;       /* [max_seqs] the sequence's rows form one chain */
-    size_t *row_off;          /* [B] ROW tokens: offset of [n_lanes][len] in row_mass */
-    int32_t *row_len;         /* [B] slots per lane in the row's buffer (0: none) */
-    float *row_mass;          /* [row_cap] */
-    size_t row_cap;
-    uint8_t *scratch;         /* per unit: val, score f32, pos i32, alive u8, hide u8 per slot */
-    size_t scratch_cap;
-    size_t *unit_off;         /* [max_seqs * n_kv_heads] byte offset of each unit's scratch */
-};
+
 
 const llmlab_model *llmlab_ctx_model(const llmlab_ctx *ctx) { return ctx->m; }
 llmlab_kv *llmlab_ctx_kv(llmlab_ctx *ctx) { return ctx->kv; }
@@ -73,7 +29,11 @@ int llmlab_ctx_max_batch(const llmlab_ctx *ctx) { return ctx->max_batch; }
 
 void llmlab_ctx_free(llmlab_ctx *c) {
     if (!c) return;
-    llmlab_kv_free(c->kv);
+    llmlab_kv_free(c->kv); /* before the device side: a device pool is released through it */
+    if (c->gpu) { /* the output rows live in its page-locked buffers */
+        c->out.logits = c->out.hidden = c->out.tap = NULL;
+        llmlab_cuda_fwd_free(c->gpu);
+    }
     llmlab_threadpool_free(c->pool);
     void *bufs[] = {c->x, c->h, c->q, c->k, c->v, c->att, c->gate, c->up, c->tmp,
                     c->n_prior, c->vis_off, c->vis_slots, c->scores, c->out.out_index,
@@ -114,8 +74,15 @@ llmlab_status llmlab_ctx_create(llmlab_ctx **out, const llmlab_model *m, const l
                          .max_seqs = o.max_seqs,
                          .fmt = o.kv_format ? *o.kv_format : (llmlab_kv_format){0}};
     c->kv_tokens = ko.n_blocks * ko.block_size;
-    llmlab_status st = llmlab_kv_create(&c->kv, &ko, err);
+    llmlab_kv_mem dev_mem;
+    llmlab_status st = LLMLAB_OK;
+    if (m->backend == LLMLAB_BACKEND_CUDA) { /* the KV pool lives on the device */
+        st = llmlab_cuda_fwd_create(c, &dev_mem, err);
+        ko.mem = &dev_mem;
+    }
+    if (!st) st = llmlab_kv_create(&c->kv, &ko, err);
     if (st) {
+        llmlab_cuda_fwd_free(c->gpu);
         free(c);
         return st;
     }
@@ -157,6 +124,10 @@ llmlab_status llmlab_ctx_create(llmlab_ctx **out, const llmlab_model *m, const l
         llmlab_ctx_free(c);
         return llmlab_err_set(err, LLMLAB_ENOMEM,
                               "out of memory for activations of a %d-token batch", o.max_batch);
+    }
+    if (c->gpu && (st = llmlab_cuda_fwd_bind(c, err))) {
+        llmlab_ctx_free(c);
+        return st;
     }
     *out = c;
     return LLMLAB_OK;
@@ -565,11 +536,29 @@ static void run_layer(llmlab_ctx *c, const llmlab_batch *b, int l) {
     for (size_t i = 0; i < (size_t)n * d; i++) c->x[i] += c->tmp[i];
 }
 
+/* The CUDA forward (forward_cuda.c) after place_tokens; on failure the slots
+ * it appended are dropped again, so nothing is added to the cache. */
+static llmlab_status forward_on_device(llmlab_ctx *c, const llmlab_batch *b, const llmlab_outputs **out,
+                                       llmlab_err *err) {
+    c->out.n_out = 0;
+    for (int i = 0; i < b->n; i++)
+        if (b->flags[i]) c->out.out_index[c->out.n_out++] = i;
+    llmlab_status st = llmlab_cuda_forward(c, b, err);
+    if (st) {
+        for (int s = 0; s < c->kv->o.max_seqs; s++)
+            if (c->kv->seqs[s].len > c->seq_len0[s]) llmlab_kv_truncate(c->kv, s, c->seq_len0[s], NULL);
+        return st;
+    }
+    *out = &c->out;
+    return LLMLAB_OK;
+}
+
 llmlab_status llmlab_forward(llmlab_ctx *c, const llmlab_batch *b, const llmlab_outputs **out,
                              llmlab_err *err) {
     llmlab_status st = check_batch(c, b, err);
     if (st) return st;
     if ((st = place_tokens(c, b, err))) return st;
+    if (c->gpu) return forward_on_device(c, b, out, err);
     const llmlab_model *m = c->m;
     const llmlab_config *cfg = &m->cfg;
     size_t d = (size_t)cfg->dim;

@@ -19,6 +19,9 @@ static size_t meta_index(const llmlab_kv *kv, int block, int lane, int row) {
     return ((size_t)block * (size_t)kv->n_lanes + (size_t)lane) * (size_t)kv->o.block_size + (size_t)row;
 }
 static size_t meta_per_block(const llmlab_kv *kv) { return (size_t)kv->n_lanes * (size_t)kv->o.block_size; }
+/* Block b's positions or valid bits are about to change (a device mirror must
+ * re-read it; llmlab_kv_meta_clean). */
+static void meta_touch(llmlab_kv *kv, int b) { kv->meta_dirty[b] = 1; }
 
 llmlab_status llmlab_kv_create(llmlab_kv **out, const llmlab_kv_opts *opts, llmlab_err *err) {
     *out = NULL;
@@ -37,6 +40,8 @@ llmlab_status llmlab_kv_create(llmlab_kv **out, const llmlab_kv_opts *opts, llml
     kv->row_floats = (size_t)o.n_kv_heads * (size_t)o.head_dim;
     kv->block_floats = (size_t)o.n_layers * 2u * (size_t)o.block_size * kv->row_floats;
     kv->n_lanes = o.n_layers * o.n_kv_heads;
+    if (o.mem) kv->mem = *o.mem;
+    kv->o.mem = o.mem ? &kv->mem : NULL; /* so a cache made from kv->o shares the memory */
     size_t n_slots = (size_t)o.n_blocks * meta_per_block(kv);
     llmlab_status st = llmlab_kvs_init(kv, err); /* the packed pool in o.fmt */
     if (st) {
@@ -45,10 +50,11 @@ llmlab_status llmlab_kv_create(llmlab_kv **out, const llmlab_kv_opts *opts, llml
     }
     kv->slot_pos = calloc(n_slots, sizeof *kv->slot_pos);
     kv->slot_valid = calloc(n_slots, 1);
+    kv->meta_dirty = calloc((size_t)o.n_blocks, 1);
     kv->refcount = calloc((size_t)o.n_blocks, sizeof *kv->refcount);
     kv->free_list = malloc((size_t)o.n_blocks * sizeof *kv->free_list);
     kv->seqs = calloc((size_t)o.max_seqs, sizeof *kv->seqs);
-    if (!kv->slot_pos || !kv->slot_valid || !kv->refcount || !kv->free_list || !kv->seqs) {
+    if (!kv->slot_pos || !kv->slot_valid || !kv->meta_dirty || !kv->refcount || !kv->free_list || !kv->seqs) {
         size_t mib = ((size_t)o.n_blocks * kv->block_bytes) >> 20;
         llmlab_kv_free(kv);
         return llmlab_err_set(err, LLMLAB_ENOMEM,
@@ -69,6 +75,7 @@ void llmlab_kv_free(llmlab_kv *kv) {
     llmlab_kvs_free(kv);
     free(kv->slot_pos);
     free(kv->slot_valid);
+    free(kv->meta_dirty);
     free(kv->mass);
     free(kv->obs);
     free(kv->last);
@@ -121,6 +128,7 @@ static int block_copy(llmlab_kv *kv, int src) {
         return -2;
     }
     size_t m = meta_per_block(kv), d = (size_t)dst * m, sidx = (size_t)src * m;
+    meta_touch(kv, dst);
     memcpy(kv->slot_pos + d, kv->slot_pos + sidx, m * sizeof *kv->slot_pos);
     memcpy(kv->slot_valid + d, kv->slot_valid + sidx, m);
     float *acc[] = {kv->mass, kv->obs, kv->last};
@@ -171,6 +179,7 @@ llmlab_status llmlab_kv_append(llmlab_kv *kv, int seq, int n, const int32_t *pos
         int b = block_take(kv);
         if (b < 0) return llmlab_err_set(err, LLMLAB_ENOKV, "KV cache full (sequence %d)", seq);
         memset(kv->slot_valid + meta_index(kv, b, 0, 0), 0, meta_per_block(kv));
+        meta_touch(kv, b);
         s->blocks[s->n_blocks - 1] = b;
         if ((st = llmlab_kvs_fresh(kv, b, err))) return st; /* the block stays, cold: still usable */
     }
@@ -178,6 +187,7 @@ llmlab_status llmlab_kv_append(llmlab_kv *kv, int seq, int n, const int32_t *pos
         int b = block_take(kv);
         if (b < 0) return llmlab_err_set(err, LLMLAB_ENOKV, "KV cache full (sequence %d)", seq);
         memset(kv->slot_valid + meta_index(kv, b, 0, 0), 0, meta_per_block(kv));
+        meta_touch(kv, b);
         if ((st = llmlab_kvs_fresh(kv, b, err))) { /* staged formats: the block's f32 copy */
             block_release(kv, b);
             llmlab_kv_truncate(kv, seq, s->len, NULL); /* returns the blocks taken so far */
@@ -187,6 +197,7 @@ llmlab_status llmlab_kv_append(llmlab_kv *kv, int seq, int n, const int32_t *pos
     }
     for (int i = 0; i < n; i++) {
         int slot = s->len + i;
+        meta_touch(kv, s->blocks[slot / bs]);
         for (int lane = 0; lane < kv->n_lanes; lane++) {
             size_t si = meta_index(kv, s->blocks[slot / bs], lane, slot % bs);
             kv->slot_pos[si] = pos ? pos[i] : slot;
@@ -284,6 +295,7 @@ static void lane_move(llmlab_kv *kv, llmlab_kv_seq *s, int from, int to, int lan
     int fr = from % bs, tr = to % bs;
     int layer = lane / kv->o.n_kv_heads, head = lane % kv->o.n_kv_heads;
     size_t d = meta_index(kv, tb, lane, tr), f = meta_index(kv, fb, lane, fr);
+    meta_touch(kv, tb);
     kv->slot_pos[d] = kv->slot_pos[f];
     kv->slot_valid[d] = kv->slot_valid[f]; /* first: per-channel keys take their range from valid rows */
     if (kv->mass) {
@@ -365,6 +377,7 @@ static llmlab_status evict_lanes(llmlab_kv *kv, int seq, int lane0, int lane1, c
     for (int i = 0; i < n; i++) {
         if (s->blocks[slots[i] / bs] < 0) continue;
         if ((st = llmlab_kv_make_writable(kv, seq, slots[i], err))) return st;
+        meta_touch(kv, s->blocks[slots[i] / bs]);
         for (int lane = lane0; lane < lane1; lane++)
             kv->slot_valid[meta_index(kv, s->blocks[slots[i] / bs], lane, slots[i] % bs)] = 0;
     }
@@ -450,7 +463,10 @@ static void compact_lane(llmlab_kv *kv, llmlab_kv_seq *s, int lane, int keep, fl
     int count = w, nb_keep = (keep + bs - 1) / bs;
     /* Rows past the lane's count hold nothing now (also those past `keep` in the
      * last block: they must not widen a per-channel key range). */
-    for (; w < nb_keep * bs; w++) kv->slot_valid[meta_index(kv, s->blocks[w / bs], lane, w % bs)] = 0;
+    for (; w < nb_keep * bs; w++) {
+        meta_touch(kv, s->blocks[w / bs]);
+        kv->slot_valid[meta_index(kv, s->blocks[w / bs], lane, w % bs)] = 0;
+    }
     if (!keys || first_moved < 0) return;
     memset(keys + (size_t)count * (size_t)hd, 0, (size_t)(nb_keep * bs - count) * (size_t)hd * sizeof(float));
     for (int bi = first_moved / bs; bi < nb_keep; bi++)
@@ -722,7 +738,7 @@ static size_t swap_record_bytes(const llmlab_kv *kv, int b) {
 static size_t block_save(const llmlab_kv *kv, int b, uint8_t *dst) {
     uint8_t *p = dst;
     size_t bytes = llmlab_kv_block_bytes(kv), m = meta_per_block(kv), at = (size_t)b * m;
-    memcpy(p, kv->pool + (size_t)b * bytes, bytes);
+    llmlab_kvs_pool_copy(kv, p, kv->pool + (size_t)b * bytes, bytes);
     p += bytes;
     memcpy(p, kv->slot_pos + at, m * sizeof *kv->slot_pos);
     p += m * sizeof *kv->slot_pos;
@@ -743,8 +759,9 @@ static size_t block_save(const llmlab_kv *kv, int b, uint8_t *dst) {
 static size_t block_load(llmlab_kv *kv, int b, const uint8_t *src, llmlab_err *err) {
     const uint8_t *p = src;
     size_t bytes = llmlab_kv_block_bytes(kv), m = meta_per_block(kv), at = (size_t)b * m;
-    memcpy(kv->pool + (size_t)b * bytes, p, bytes);
+    llmlab_kvs_pool_copy(kv, kv->pool + (size_t)b * bytes, p, bytes);
     p += bytes;
+    meta_touch(kv, b);
     memcpy(kv->slot_pos + at, p, m * sizeof *kv->slot_pos);
     p += m * sizeof *kv->slot_pos;
     memcpy(kv->slot_valid + at, p, m);
@@ -833,3 +850,15 @@ void llmlab_kv_swap_drop(llmlab_kv_swap *sw, llmlab_kv_swapped *h) {
     free(h->table);
     *h = (llmlab_kv_swapped){0};
 }
+
+int llmlab_kv_meta_clean(llmlab_kv *kv, int32_t *out) {
+    int n = 0;
+    for (int b = 0; b < kv->o.n_blocks; b++)
+        if (kv->meta_dirty[b]) {
+            out[n++] = b;
+            kv->meta_dirty[b] = 0;
+        }
+    return n;
+}
+
+int llmlab_kv_pool_off_host(const llmlab_kv *kv) { return kv->mem.alloc != NULL; }

@@ -75,6 +75,21 @@
 /* Longest head a quantized cache decodes on the stack (f32 caches: any). */
 #define LLMLAB_KV_MAX_HEAD_DIM 1024
 
+/* Where the packed pool lives.  NULL (llmlab_kv_opts.mem) = host memory; the
+ * CUDA backend passes device memory.  The cache then never reads or writes pool
+ * bytes itself: every byte it moves (copy-on-write, keep, compaction, swap)
+ * goes through copy, which may queue the copies as long as it runs them in
+ * order before the next forward (kernels/cuda: one ordered copy kernel).  Only
+ * the per-token formats f32/f16/bf16 can live off the host (the others re-encode
+ * rows on the host). */
+typedef struct {
+    void *(*alloc)(void *user, size_t bytes);            /* NULL on failure */
+    void (*release)(void *user, void *p);
+    /* n bytes from src to dst; one side may be host memory (swap) */
+    void (*copy)(void *user, void *dst, const void *src, size_t n);
+    void *user;
+} llmlab_kv_mem;
+
 typedef struct {
     int n_layers;
     int n_kv_heads;
@@ -83,6 +98,7 @@ typedef struct {
     int n_blocks;   /* blocks in the pool */
     int max_seqs;   /* sequence ids are 0 .. max_seqs-1 */
     llmlab_kv_format fmt; /* storage format; all zero = f32 (group 0 = head_dim) */
+    const llmlab_kv_mem *mem; /* the pool's memory (copied); NULL = host */
 } llmlab_kv_opts;
 
 typedef struct {
@@ -115,6 +131,9 @@ typedef struct llmlab_kv {
     float *scratch;       /* [block_size][head_dim] re-quantizing a block's keys per channel */
     int32_t *slot_pos;    /* [n_blocks][n_lanes][block_size] position of the token held */
     uint8_t *slot_valid;  /* [n_blocks][n_lanes][block_size] 1 = attendable */
+    uint8_t *meta_dirty;  /* [n_blocks] 1 = slot_pos/slot_valid changed since the last
+                             llmlab_kv_meta_clean (a device mirror re-reads those blocks) */
+    llmlab_kv_mem mem;    /* the pool's memory; alloc NULL = host */
     float *mass;          /* [n_blocks][n_lanes][block_size] or NULL (see enable_mass) */
     float *obs;           /* same */
     float *last;          /* same */
@@ -154,6 +173,12 @@ llmlab_status llmlab_kv_evict_lane(llmlab_kv *kv, int seq, int lane, const int *
 llmlab_status llmlab_kv_compact(llmlab_kv *kv, int seq, llmlab_err *err);
 /* Tokens the sequence's committed slots have seen: n_committed + shift. */
 int llmlab_kv_tokens(const llmlab_kv *kv, int seq);
+
+/* Blocks whose metadata changed since the last call, in ascending order, into
+ * out[n_blocks]; clears the marks.  Returns the count. */
+int llmlab_kv_meta_clean(llmlab_kv *kv, int32_t *out);
+/* 1 when the pool is not in host memory (llmlab_kv_opts.mem). */
+int llmlab_kv_pool_off_host(const llmlab_kv *kv);
 
 /* Attention-mass accumulators (allocated on first call). */
 llmlab_status llmlab_kv_enable_mass(llmlab_kv *kv, llmlab_err *err);

@@ -73,7 +73,13 @@ llmlab_status llmlab_kvs_init(llmlab_kv *kv, llmlab_err *err) {
     }
     kv->block_bytes = (size_t)kv->o.n_layers * (kv->region_bytes[0] + kv->region_bytes[1]);
     kv->staged = f->dtype != LLMLAB_KV_F32 && (f->residual > 0 || f->key_per_channel);
-    kv->pool = malloc((size_t)kv->o.n_blocks * kv->block_bytes);
+    if (kv->mem.alloc && (kv->staged || (f->dtype != LLMLAB_KV_F32 && f->dtype != LLMLAB_KV_F16 &&
+                                         f->dtype != LLMLAB_KV_BF16)))
+        return llmlab_err_set(err, LLMLAB_EUNSUPPORTED,
+                              "KV cache: format %s%s cannot live in device memory (f32, f16 and bf16 can)",
+                              llmlab_kv_dtype_name(f->dtype), kv->staged ? " with an f32 window" : "");
+    size_t pool_bytes = (size_t)kv->o.n_blocks * kv->block_bytes;
+    kv->pool = kv->mem.alloc ? kv->mem.alloc(kv->mem.user, pool_bytes) : malloc(pool_bytes);
     kv->stage = calloc((size_t)kv->o.n_blocks, sizeof *kv->stage);
     if (f->key_per_channel) kv->scratch = malloc(bs * (size_t)kv->o.head_dim * sizeof(float));
     if (!kv->pool || !kv->stage || (f->key_per_channel && !kv->scratch))
@@ -87,8 +93,16 @@ void llmlab_kvs_free(llmlab_kv *kv) {
     if (kv->stage)
         for (int b = 0; b < kv->o.n_blocks; b++) free(kv->stage[b]);
     free(kv->stage);
-    free(kv->pool);
+    if (kv->mem.alloc) {
+        if (kv->pool) kv->mem.release(kv->mem.user, kv->pool);
+    } else
+        free(kv->pool);
     free(kv->scratch);
+}
+
+void llmlab_kvs_pool_copy(const llmlab_kv *kv, void *dst, const void *src, size_t n) {
+    if (kv->mem.copy) kv->mem.copy(kv->mem.user, dst, src, n);
+    else memcpy(dst, src, n);
 }
 
 /* ---- addressing ---------------------------------------------------------------------------- */
@@ -191,7 +205,8 @@ void llmlab_kvs_move(llmlab_kv *kv, int fb, int fr, int tb, int tr, int layer, i
     for (int w = 0; w < 2; w++) {
         if (!kv->stage[tb] && (kv->fmt.dtype == LLMLAB_KV_F32 || (!kv->stage[fb] && !per_channel_key(kv, w)))) {
             /* cold to cold per-token records (f32 included): the bytes, scales and all */
-            memcpy(record(kv, tb, tr, layer, w, head), record(kv, fb, fr, layer, w, head), kv->rec_bytes[w]);
+            llmlab_kvs_pool_copy(kv, record(kv, tb, tr, layer, w, head), record(kv, fb, fr, layer, w, head),
+                                 kv->rec_bytes[w]);
             continue;
         }
         if (defer_keys && !kv->stage[tb] && per_channel_key(kv, w)) continue;
@@ -225,7 +240,8 @@ void llmlab_kvs_release(llmlab_kv *kv, int b) {
 }
 
 llmlab_status llmlab_kvs_copy(llmlab_kv *kv, int dst, int src, llmlab_err *err) {
-    memcpy(kv->pool + (size_t)dst * kv->block_bytes, kv->pool + (size_t)src * kv->block_bytes, kv->block_bytes);
+    llmlab_kvs_pool_copy(kv, kv->pool + (size_t)dst * kv->block_bytes, kv->pool + (size_t)src * kv->block_bytes,
+                         kv->block_bytes);
     if (!kv->stage[src]) {
         llmlab_kvs_release(kv, dst);
         return LLMLAB_OK;

@@ -12,6 +12,10 @@
 llmlab_status llmlab_kvs_init(llmlab_kv *kv, llmlab_err *err);
 void llmlab_kvs_free(llmlab_kv *kv);
 
+/* Copies pool bytes (or pool <-> host bytes) through kv->mem when the pool is
+ * off the host, memcpy otherwise. */
+void llmlab_kvs_pool_copy(const llmlab_kv *kv, void *dst, const void *src, size_t n);
+
 /* A block just taken from the free list: staged formats give it a staging copy
  * (ENOMEM when it cannot be allocated). */
 llmlab_status llmlab_kvs_fresh(llmlab_kv *kv, int b, llmlab_err *err);

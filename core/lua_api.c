@@ -180,7 +180,9 @@ static int model_index(lua_State *L) {
     else if (!strcmp(k, "heads")) lua_pushinteger(L, c->n_heads);
     else if (!strcmp(k, "kv_heads")) lua_pushinteger(L, c->n_kv_heads);
     else if (!strcmp(k, "hash")) lua_pushstring(L, u->m->hash);
-    else if (!strcmp(k, "backend")) lua_pushstring(L, "cpu");
+    else if (!strcmp(k, "backend")) lua_pushstring(L, llmlab_model_backend_name(u->m));
+    else if (!strcmp(k, "device")) lua_pushinteger(L, u->m->device);
+    else if (!strcmp(k, "deterministic")) lua_pushboolean(L, u->m->deterministic);
     else if (!strcmp(k, "threads")) lua_pushinteger(L, u->threads);
     else if (!strcmp(k, "params")) {
         double p = (double)c->vocab_size * c->dim * (c->tie_embeddings ? 1 : 2);
@@ -193,17 +195,17 @@ static int model_index(lua_State *L) {
 
 static int l_model(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
-    static const char *const keys[] = {"path", "backend", "threads", "device", NULL};
+    static const char *const keys[] = {"path", "backend", "threads", "device", "deterministic", NULL};
     llmlab_lua_check_keys(L, 1, "llmlab.model", keys);
     llmlab_lua_opts *ctx = llmlab_lua_ctx(L);
     const char *path = llmlab_lua_opt_str(L, 1, "path", NULL);
     if (!path) return luaL_error(L, "llmlab.model: 'path' is required");
     const char *backend = llmlab_lua_opt_str(L, 1, "backend", ctx->settings->backend);
-    if (strcmp(backend, "cpu") != 0) {
-        if (!strcmp(backend, "cuda"))
-            return luaL_error(L, "llmlab.model: backend 'cuda' is not available in this build yet (use 'cpu')");
+    if (strcmp(backend, "cpu") != 0 && strcmp(backend, "cuda") != 0)
         return luaL_error(L, "llmlab.model: backend '%s' is not one of: cpu, cuda", backend);
-    }
+    int device = llmlab_lua_opt_int(L, 1, "device", ctx->settings->device);
+    if (device < 0) return luaL_error(L, "llmlab.model: device must be >= 0 (got %d)", device);
+    int deterministic = llmlab_lua_opt_bool(L, 1, "deterministic", 0);
     int threads = llmlab_lua_opt_int(L, 1, "threads", ctx->settings->threads);
     if (threads < 0) return luaL_error(L, "llmlab.model: threads must be >= 0");
     llmlab_lua_model *u = lua_newuserdatauv(L, sizeof *u, 0);
@@ -212,6 +214,8 @@ static int l_model(lua_State *L) {
     luaL_setmetatable(L, "llmlab.model");
     llmlab_err err = {0};
     if (llmlab_model_load(&u->m, path, &err)) return llmlab_lua_fail(L, &err);
+    if (!strcmp(backend, "cuda") && llmlab_model_set_backend(u->m, LLMLAB_BACKEND_CUDA, device, deterministic, &err))
+        return llmlab_lua_fail(L, &err);
     return 1;
 }
 

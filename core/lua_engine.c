@@ -396,7 +396,8 @@ static int results_write(lua_State *L) {
     llmlab_err err = {0};
     llmlab_run *run = llmlab_run_create(name, &err);
     llmlab_status st = run ? LLMLAB_OK : err.code;
-    llmlab_record_info info = {ctx->script_path, script, sim ? "simulated" : "cpu", ctx->settings->device,
+    llmlab_record_info info = {ctx->script_path, script, sim ? "simulated" : llmlab_model_backend_name(llmlab_engine_model(eu->e)),
+                               sim ? 0 : llmlab_engine_model(eu->e)->device,
                                sim ? 0 : llmlab_engine_threads(eu->e), sim ? llmlab_sim_options(sim)->seed : eu->seed,
                                res->start, res->end};
     if (!st && sim) st = llmlab_sim_record(run, sim, res->r, &info, &res->serve, &err);

@@ -137,7 +137,8 @@ static llmlab_status record_engine_result(lua_State *L, llmlab_lua_result *res, 
     if (!eu || !res->r) return llmlab_err_set(err, LLMLAB_EINVAL, "the result has no engine run");
     llmlab_lua_opts *ctx = llmlab_lua_ctx(L);
     char *script = read_script(ctx->script_path);
-    llmlab_record_info info = {ctx->script_path, script, "cpu", ctx->settings->device,
+    llmlab_record_info info = {ctx->script_path, script, llmlab_model_backend_name(llmlab_engine_model(eu->e)),
+                               llmlab_engine_model(eu->e)->device,
                                llmlab_engine_threads(eu->e), eu->seed, res->start, res->end};
     llmlab_status st = llmlab_record_run(run, eu->e, res->r, &info, err);
     if (!st && res->fid) st = llmlab_fidelity_record(run, res->fid, err);

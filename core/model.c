@@ -18,6 +18,9 @@
 #include "error.h"
 #include "gguf.h"
 #include "tokenizer.h"
+#ifdef LLMLAB_HAVE_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#endif
 
 #define MODEL_MAX_CONFIG (16u << 20)
 
@@ -217,6 +220,24 @@ static int cmp_tensor_ptr(const void *a, const void *b) {
     return strcmp((*(const llmlab_st_tensor *const *)a)->name, (*(const llmlab_st_tensor *const *)b)->name);
 }
 
+uint64_t llmlab_model_hash_begin(const char *cfg_text, size_t cfg_len) {
+    return fnv1a(FNV_OFFSET, cfg_text, cfg_len);
+}
+
+uint64_t llmlab_model_hash_tensor(uint64_t h, const char *name, const char *dtype_name, int ndim,
+                                  const int64_t *shape, const void *data, size_t nbytes) {
+    h = fnv1a(h, name, strlen(name) + 1);
+    h = fnv1a(h, dtype_name, strlen(dtype_name) + 1);
+    for (int d = 0; d < ndim; d++) {
+        unsigned char le[8];
+        for (int k = 0; k < 8; k++) le[k] = (unsigned char)((uint64_t)shape[d] >> (8 * k));
+        h = fnv1a(h, le, 8);
+    }
+    size_t k = nbytes < 4096 ? nbytes : 4096;
+    h = fnv1a(h, data, k);
+    return fnv1a(h, (const unsigned char *)data + nbytes - k, k);
+}
+
 /* Over config.json and each tensor (by name order, so sharding does not matter):
  * name, dtype, shape, and the first and last 4 KiB of its data. */
 static llmlab_status model_hash(llmlab_model *m, const char *cfg_text, size_t cfg_len, llmlab_err *err) {
@@ -225,21 +246,10 @@ static llmlab_status model_hash(llmlab_model *m, const char *cfg_text, size_t cf
     if (!v) return llmlab_err_set(err, LLMLAB_ENOMEM, "%s: out of memory", m->path);
     for (int i = 0; i < n; i++) v[i] = &m->st.tensors[i];
     qsort(v, (size_t)n, sizeof *v, cmp_tensor_ptr);
-    uint64_t h = fnv1a(FNV_OFFSET, cfg_text, cfg_len);
-    for (int i = 0; i < n; i++) {
-        const llmlab_st_tensor *t = v[i];
-        h = fnv1a(h, t->name, strlen(t->name) + 1);
-        const char *dn = llmlab_st_dtype_name(t->dtype);
-        h = fnv1a(h, dn, strlen(dn) + 1);
-        for (int d = 0; d < t->ndim; d++) {
-            unsigned char le[8];
-            for (int k = 0; k < 8; k++) le[k] = (unsigned char)((uint64_t)t->shape[d] >> (8 * k));
-            h = fnv1a(h, le, 8);
-        }
-        size_t k = t->nbytes < 4096 ? t->nbytes : 4096;
-        h = fnv1a(h, t->data, k);
-        h = fnv1a(h, (const unsigned char *)t->data + t->nbytes - k, k);
-    }
+    uint64_t h = llmlab_model_hash_begin(cfg_text, cfg_len);
+    for (int i = 0; i < n; i++)
+        h = llmlab_model_hash_tensor(h, v[i]->name, llmlab_st_dtype_name(v[i]->dtype), v[i]->ndim, v[i]->shape,
+                                     v[i]->data, v[i]->nbytes);
     free(v);
     snprintf(m->hash, sizeof m->hash, "%016llx", (unsigned long long)h);
     return LLMLAB_OK;
@@ -249,6 +259,7 @@ static llmlab_status model_hash(llmlab_model *m, const char *cfg_text, size_t cf
 
 void llmlab_model_free(llmlab_model *m) {
     if (!m) return;
+    llmlab_cuda_weights_free(m->gpu);
     if (m->layers) {
         for (int i = 0; i < m->cfg.n_layers; i++) {
             llmlab_layer *L = &m->layers[i];
@@ -331,4 +342,35 @@ llmlab_status llmlab_model_load(llmlab_model **out, const char *dir, llmlab_err 
     }
     *out = m;
     return LLMLAB_OK;
+}
+
+llmlab_status llmlab_model_set_backend(llmlab_model *m, int backend, int device, int deterministic, llmlab_err *err) {
+    if (backend == LLMLAB_BACKEND_CPU) {
+        m->backend = backend;
+        return LLMLAB_OK;
+    }
+    if (backend != LLMLAB_BACKEND_CUDA) return llmlab_err_set(err, LLMLAB_EINVAL, "backend %d is not cpu or cuda", backend);
+    if (m->gpu && m->device != device)
+        return llmlab_err_set(err, LLMLAB_EINVAL, "backend cuda: the weights are already on device %d", m->device);
+#ifndef LLMLAB_HAVE_CUDA
+    (void)device, (void)deterministic;
+    return llmlab_err_set(err, LLMLAB_EUNSUPPORTED,
+                          "backend cuda: this build has no CUDA (configure with a CUDA toolkit and -DLLMLAB_CUDA=ON)");
+#else
+    llmlab_err why = {0};
+    int n = llmlab_cuda_device_count(&why);
+    if (n == 0) return llmlab_err_set(err, LLMLAB_EUNSUPPORTED, "backend cuda: no CUDA device (%s)", why.msg);
+    if (device < 0 || device >= n)
+        return llmlab_err_set(err, LLMLAB_EINVAL, "backend cuda: device %d does not exist (%d device%s)", device, n,
+                              n == 1 ? "" : "s");
+    m->backend = backend;
+    m->device = device;
+    m->deterministic = deterministic != 0;
+    return LLMLAB_OK;
+#endif
+}
+
+const char *llmlab_model_backend_name(const llmlab_model *m) {
+    if (m->backend != LLMLAB_BACKEND_CUDA) return "cpu";
+    return m->deterministic ? "cuda-deterministic" : "cuda";
 }

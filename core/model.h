@@ -37,8 +37,20 @@ typedef struct {
     llmlab_mat w_down;/* [dim][ffn_dim] */
 } llmlab_layer;
 
+/* Where contexts of a model run (llmlab_model.backend). */
+enum { LLMLAB_BACKEND_CPU = 0, LLMLAB_BACKEND_CUDA = 1 };
+
+struct llmlab_cuda_weights;
+
 typedef struct llmlab_model {
     llmlab_config cfg;
+    /* execution target of every context made for the model (docs/cuda.md); the
+     * loader leaves CPU, callers (llmlab.model{backend=...}) set them */
+    int backend;           /* LLMLAB_BACKEND_* */
+    int device;            /* CUDA device ordinal */
+    int deterministic;     /* CUDA: batch-invariant kernels, no cuBLAS */
+    struct llmlab_cuda_weights *gpu; /* the weights on the device, uploaded by the first
+                                        CUDA context and freed with the model; NULL */
     char *path;            /* model directory (or .gguf file), owned */
     llmlab_st_set st;      /* the mapped files */
     llmlab_mat embed;      /* [vocab][dim] */
@@ -62,6 +74,15 @@ typedef struct llmlab_model {
  * Every tensor the architecture needs must exist with the shape the config implies. */
 llmlab_status llmlab_model_load(llmlab_model **out, const char *dir, llmlab_err *err);
 void llmlab_model_free(llmlab_model *m);
+/* Chooses where the model's contexts run: LLMLAB_BACKEND_CPU, or CUDA on
+ * device `device` (checked: EUNSUPPORTED naming the reason when the build has
+ * no CUDA or the device is missing), deterministic = batch-invariant kernels.
+ * Before any context exists. */
+llmlab_status llmlab_model_set_backend(llmlab_model *m, int backend, int device, int deterministic, llmlab_err *err);
+/* "cpu", "cuda" or "cuda-deterministic" (recorded with every run). */
+const char *llmlab_model_backend_name(const llmlab_model *m);
+/* Frees the model's device weights (core/forward_cuda.c; NULL is fine). */
+void llmlab_cuda_weights_free(struct llmlab_cuda_weights *w);
 
 /* ---- for the loaders (model.c, model_gguf.c) ------------------------------------ */
 
@@ -73,5 +94,11 @@ llmlab_status llmlab_model_gguf_file(const char *path, char **file, llmlab_err *
 llmlab_status llmlab_model_load_gguf(llmlab_model *m, llmlab_err *err);
 /* RoPE inverse frequencies [head_dim/2] of cfg as transformers computes them. */
 void llmlab_rope_inv_freq(const llmlab_config *c, float *out);
+/* The model hash (llmlab_model.hash): begin over the config.json text, then one
+ * step per tensor in name order (name, dtype name as safetensors spells it,
+ * shape, first and last 4 KiB of its stored bytes); printed as %016llx. */
+uint64_t llmlab_model_hash_begin(const char *cfg_text, size_t cfg_len);
+uint64_t llmlab_model_hash_tensor(uint64_t h, const char *name, const char *dtype_name, int ndim,
+                                  const int64_t *shape, const void *data, size_t nbytes);
 
 #endif

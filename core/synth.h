@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "rng.h"
 
 typedef struct {
     llmlab_config cfg;   /* shape; arch decides names (qkv_bias forces Qwen2 layout) */
@@ -35,5 +36,40 @@ llmlab_status llmlab_synth_write_ex(const llmlab_synth_opts *opts, const char *d
 /* Number of parameters a model of this shape holds (the LM head counted once
  * when tied, norms and biases included). */
 uint64_t llmlab_synth_param_count(const llmlab_config *cfg);
+
+/* ---- the tensors and their values (synth.c; shared with synth_model.c) ------------ */
+
+typedef enum { LLMLAB_SYNTH_RANDOM, LLMLAB_SYNTH_NORM } llmlab_synth_kind;
+
+/* One tensor of a synthetic model, as it is written. */
+typedef struct {
+    char name[96];            /* Hugging Face name */
+    int ndim;
+    int64_t shape[2];         /* [rows][cols]; cols 0 for a vector */
+    llmlab_synth_kind kind;   /* NORM: 1 + 0.1 u; RANDOM: uniform with standard deviation std */
+    float std;
+    uint64_t bytes;           /* in the storage dtype */
+    int shard;
+} llmlab_synth_tensor;
+
+/* The model opts describes: *cfg as a loader parses it back from the config.json
+ * that llmlab_synth_write writes, *json that text (malloc'd), and its tensors in
+ * file order (*tensors malloc'd, *n of them).  EINVAL for a bad dtype or shape. */
+llmlab_status llmlab_synth_plan(const llmlab_synth_opts *opts, llmlab_config *cfg, char **json,
+                                llmlab_synth_tensor **tensors, int *n, llmlab_err *err);
+
+/* The value stream of one tensor: seeded from (seed, its name) alone, so any
+ * tensor can be generated on its own, in any order, on any thread. */
+typedef struct {
+    llmlab_rng r;
+    float amp;
+    int norm;
+} llmlab_synth_stream;
+
+void llmlab_synth_stream_init(llmlab_synth_stream *s, uint64_t seed, const llmlab_synth_tensor *t);
+/* The next k values of the tensor, in f32 (exactly what f16/bf16 then round). */
+void llmlab_synth_stream_next(llmlab_synth_stream *s, float *vals, size_t k);
+/* vals[k] in storage dtype dt at out (out may equal vals for f32). */
+void llmlab_synth_encode(llmlab_dtype dt, const float *vals, void *out, size_t k);
 
 #endif

@@ -15,6 +15,7 @@ int llmlab_cmd_bench_policy(int argc, char **argv);
 int llmlab_cmd_bench_tokenizer(int argc, char **argv);
 int llmlab_cmd_bench_quant(int argc, char **argv);
 int llmlab_cmd_bench_cuda_quant(int argc, char **argv);
+int llmlab_cmd_bench_forward(int argc, char **argv);
 int llmlab_cmd_run(int argc, char **argv);
 int llmlab_cmd_plugins(int argc, char **argv);
 int llmlab_cmd_sweep(int argc, char **argv);

@@ -30,6 +30,7 @@ static const command commands[] = {
     {"bench-tokenizer", llmlab_cmd_bench_tokenizer, "encode/decode speed of a tokenizer on a text file (MB/s)"},
     {"bench-quant", llmlab_cmd_bench_quant, "packed-weight matmul speed per format vs f16/f32 dense and bandwidth"},
     {"bench-cuda-quant", llmlab_cmd_bench_cuda_quant, "CUDA GEMV/GEMM speed per packed format vs bf16 and copy bandwidth"},
+    {"bench-forward", llmlab_cmd_bench_forward, "decode/prefill speed of the whole forward (CPU or CUDA) vs measured ceilings"},
     {"profile", llmlab_cmd_profile, "time iteration compositions and fit the simulator's cost model"},
     {"capacity", llmlab_cmd_capacity, "largest request rate meeting SLOs (simulated or real executor)"},
 };

@@ -16,7 +16,7 @@
  *         rows per block; the fast decode path for int4 at M = 1..32.
  *   GEMM  dequantize tiles of W to bf16 + cuBLAS (quant_gemm.cu): activations
  *         rounded to bf16, f32 accumulation on the tensor cores.  Meant for
- *         prefill.
+ *         prefill.  Dense matrices go to cuBLAS as stored (f16, bf16, f32).
  *
  * Numerics, per format (the same meaning as llmlab_qmat_matmul_ref):
  *   I8_ROW, FP8, I4_SYM, I4_ASYM, BF16   weights dequantized in registers, f32
@@ -57,9 +57,11 @@ extern "C" {
 
 #include "kernels/cpu/quant.h"
 
-/* The format of a device matrix: an llmlab_qformat, or this value for a dense
- * bf16 matrix (the baseline). */
+/* The format of a device matrix: an llmlab_qformat, or one of these for a dense
+ * matrix (bf16 is the baseline; the values stay clear of llmlab_qformat). */
 #define LLMLAB_CUDA_DENSE_BF16 0
+#define LLMLAB_CUDA_DENSE_F16 100
+#define LLMLAB_CUDA_DENSE_F32 101
 
 typedef struct llmlab_cuda_qctx llmlab_cuda_qctx; /* device, stream, cuBLAS, workspace */
 typedef struct llmlab_cuda_wmat llmlab_cuda_wmat; /* a weight matrix on the device */
@@ -98,8 +100,20 @@ llmlab_status llmlab_cuda_wmat_upload(llmlab_cuda_qctx *c, llmlab_cuda_wmat **ou
  * multiple of 8. */
 llmlab_status llmlab_cuda_wmat_upload_bf16(llmlab_cuda_qctx *c, llmlab_cuda_wmat **out, const float *W,
                                            int64_t rows, int64_t cols, llmlab_err *err);
+/* A dense matrix from the stored rows data[rows][cols] of dtype LLMLAB_DTYPE_F32,
+ * F16 or BF16 (llmlab.h), copied unchanged (format LLMLAB_CUDA_DENSE_F32, F16,
+ * BF16).  cols must fill whole 16-byte packets: a multiple of 4 (f32) or 8
+ * (f16, bf16); EINVAL naming the shape otherwise.  Numerics of the paths:
+ *   GEMV  weights converted exactly to f32, f32 activations and accumulation
+ *         (batch invariant, as for every format);
+ *   GEMM  f16: x rounded to f16 (|x| > 65504 becomes inf), cuBLAS f16 x f16
+ *         -> f32 with f32 accumulation; bf16: x rounded to bf16; f32: cuBLAS
+ *         on the f32 operands with CUBLAS_COMPUTE_32F (no TF32). */
+llmlab_status llmlab_cuda_wmat_upload_dense(llmlab_cuda_qctx *c, llmlab_cuda_wmat **out, const void *data, int dtype,
+                                            int64_t rows, int64_t cols, llmlab_err *err);
 void llmlab_cuda_wmat_free(llmlab_cuda_wmat *w); /* NULL is fine */
-int llmlab_cuda_wmat_format(const llmlab_cuda_wmat *w); /* llmlab_qformat or LLMLAB_CUDA_DENSE_BF16 */
+/* llmlab_qformat or LLMLAB_CUDA_DENSE_BF16 / _F16 / _F32 */
+int llmlab_cuda_wmat_format(const llmlab_cuda_wmat *w);
 /* Bytes one pass over the matrix reads: packed weights + scales (+ in_scale),
  * without the row padding; what "effective bandwidth" counts. */
 size_t llmlab_cuda_wmat_bytes(const llmlab_cuda_wmat *w);

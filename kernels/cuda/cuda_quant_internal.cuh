@@ -1,5 +1,6 @@
-/* cuda_quant_internal.cuh - shared by kernels/cuda/quant_*.cu only: the device
- * matrix and context structs, error helpers and the kernel launchers. */
+/* cuda_quant_internal.cuh - shared by kernels/cuda/quant_*.cu (and ops.cu, for
+ * the error helpers): the device matrix and context structs, error helpers and
+ * the kernel launchers. */
 #ifndef LLMLAB_CUDA_QUANT_INTERNAL_CUH
 #define LLMLAB_CUDA_QUANT_INTERNAL_CUH
 
@@ -10,7 +11,7 @@
 #include "kernels/cuda/cuda_quant.h"
 
 struct llmlab_cuda_wmat {
-    int format;            /* llmlab_qformat or LLMLAB_CUDA_DENSE_BF16 */
+    int format;            /* llmlab_qformat or LLMLAB_CUDA_DENSE_BF16 / _F16 / _F32 */
     int64_t rows, cols;    /* the matrix [rows][cols] */
     int group;             /* I4_*: weights per scale; Q8_0/Q4_0: 32; else 0 */
     int per_row;           /* FP8: 1 = row_scale[rows], 0 = row_scale[1] */
@@ -35,7 +36,7 @@ struct llmlab_cuda_qctx {
     float *xd;             /* [M][cols/32] activation block scales */
     int *xsum;             /* [M][cols/32] sum of each block's codes */
     size_t xq_cap, xd_cap, xsum_cap; /* elements */
-    uint16_t *xb;          /* [M][cols] bf16 activations (GEMM path) */
+    uint16_t *xb;          /* [M][cols] bf16 (f16 for dense f16) activations (GEMM path) */
     size_t xb_cap;         /* elements */
     uint16_t *wb;          /* [tile rows][cols] dequantized bf16 weight tile (GEMM path) */
     size_t wb_cap;         /* elements */

@@ -135,7 +135,9 @@ extern "C" size_t llmlab_cuda_qctx_l2_bytes(const llmlab_cuda_qctx *c) { return 
  * format the device does not run. */
 static size_t expected_row_bytes(int f, int64_t cols, int group) {
     switch (f) {
-    case LLMLAB_CUDA_DENSE_BF16: return (size_t)cols * 2;
+    case LLMLAB_CUDA_DENSE_BF16:
+    case LLMLAB_CUDA_DENSE_F16: return (size_t)cols * 2;
+    case LLMLAB_CUDA_DENSE_F32: return (size_t)cols * 4;
     case LLMLAB_QF_I8_ROW:
     case LLMLAB_QF_FP8: return (size_t)cols;
     case LLMLAB_QF_I4_SYM: return (size_t)(cols / 2 + 2 * (cols / group));
@@ -149,6 +151,8 @@ static size_t expected_row_bytes(int f, int64_t cols, int group) {
 static const char *format_name(int f) {
     switch (f) {
     case LLMLAB_CUDA_DENSE_BF16: return "bf16";
+    case LLMLAB_CUDA_DENSE_F16: return "f16";
+    case LLMLAB_CUDA_DENSE_F32: return "f32";
     case LLMLAB_QF_Q8_0: return "Q8_0";
     case LLMLAB_QF_Q4_0: return "Q4_0";
     case LLMLAB_QF_Q4_K: return "Q4_K";
@@ -171,7 +175,8 @@ static llmlab_status check_qmat(const llmlab_qmat *q, int *group, llmlab_err *er
         }
         return LLMLAB_EUNSUPPORTED;
     }
-    if (expected_row_bytes(f, 64, 32) == 0 || f == LLMLAB_CUDA_DENSE_BF16)
+    if (expected_row_bytes(f, 64, 32) == 0 || f == LLMLAB_CUDA_DENSE_BF16 || f == LLMLAB_CUDA_DENSE_F16 ||
+        f == LLMLAB_CUDA_DENSE_F32)
         return llmlab_cuq_errf(err, LLMLAB_EINVAL, "cuda quant: unknown format %d", f);
     if (q->rows < 1 || q->cols < 1 || !q->data)
         return llmlab_cuq_errf(err, LLMLAB_EINVAL, "cuda quant: empty matrix (rows %lld, cols %lld) or no data",
@@ -287,6 +292,47 @@ extern "C" llmlab_status llmlab_cuda_wmat_upload_bf16(llmlab_cuda_qctx *c, llmla
     }
     free(h);
     return st;
+}
+
+extern "C" llmlab_status llmlab_cuda_wmat_upload_dense(llmlab_cuda_qctx *c, llmlab_cuda_wmat **out, const void *data,
+                                                       int dtype, int64_t rows, int64_t cols, llmlab_err *err) {
+    *out = NULL;
+    int f;
+    int64_t unit; /* elements per 16-byte packet */
+    switch (dtype) {
+    case LLMLAB_DTYPE_F32:
+        f = LLMLAB_CUDA_DENSE_F32;
+        unit = 4;
+        break;
+    case LLMLAB_DTYPE_F16:
+        f = LLMLAB_CUDA_DENSE_F16;
+        unit = 8;
+        break;
+    case LLMLAB_DTYPE_BF16:
+        f = LLMLAB_CUDA_DENSE_BF16;
+        unit = 8;
+        break;
+    default:
+        return llmlab_cuq_errf(err, LLMLAB_EINVAL, "cuda quant: dense matrix dtype %d is not f32, f16 or bf16",
+                               dtype);
+    }
+    if (rows < 1 || cols < unit || cols % unit || !data)
+        return llmlab_cuq_errf(err, LLMLAB_EINVAL,
+                               "cuda quant: dense %s matrix rows %lld, cols %lld (cols a multiple of %lld) or no data",
+                               format_name(f), (long long)rows, (long long)cols, (long long)unit);
+    llmlab_cuda_wmat *w;
+    llmlab_status st = wmat_alloc(c, &w, f, rows, cols, 0, err);
+    if (st) return st;
+    /* The stored rows unchanged; the 2-D copy places them at the 16-byte pitch. */
+    cudaError_t e = cudaMemcpy2D(w->data, w->pitch, data, w->row_bytes, w->row_bytes, (size_t)rows,
+                                 cudaMemcpyHostToDevice);
+    if (e != cudaSuccess) {
+        st = llmlab_cuq_fail(err, e, "cudaMemcpy2D of the dense rows");
+        llmlab_cuda_wmat_free(w);
+        return st;
+    }
+    *out = w;
+    return LLMLAB_OK;
 }
 
 extern "C" void llmlab_cuda_wmat_free(llmlab_cuda_wmat *w) {

@@ -12,6 +12,10 @@
  * GGUF formats use unquantized (bf16) activations here, unlike the GEMV kernel
  * and the CPU reference, so compare this path with dequant(W) x.
  *
+ * Dense matrices skip the expansion: cuBLAS reads the stored rows (f16 and
+ * bf16 with x rounded to the same type, f32 with f32 x and CUBLAS_COMPUTE_32F,
+ * which never uses TF32 unless the handle's math mode asks for it).
+ *
  * Not batch invariant: cuBLAS chooses its kernel (and split of K) by shape, so
  * a row's result can change with M; deterministic mode never routes here. */
 #include <cuda_bf16.h>
@@ -126,6 +130,15 @@ __global__ void to_bf16_kernel(const float *x, __nv_bfloat16 *out, size_t n) {
     if (i < n) out[i] = __float2bfloat16_rn(x[i]);
 }
 
+__global__ void to_f16_kernel(const float *x, __half *out, size_t n) {
+    size_t i = (size_t)blockIdx.x * kThreads + threadIdx.x;
+    if (i < n) out[i] = __float2half_rn(x[i]);
+}
+
+bool is_dense(int f) {
+    return f == LLMLAB_CUDA_DENSE_BF16 || f == LLMLAB_CUDA_DENSE_F16 || f == LLMLAB_CUDA_DENSE_F32;
+}
+
 llmlab_status dequant_tile(llmlab_cuda_qctx *c, const llmlab_cuda_wmat *w, int64_t row0, int64_t n_rows,
                            llmlab_err *err) {
     DequantArgs a;
@@ -163,13 +176,25 @@ llmlab_status llmlab_cuq_gemm(llmlab_cuda_qctx *c, const llmlab_cuda_wmat *w, fl
         return llmlab_cuq_errf(err, LLMLAB_EINVAL, "cuda gemm: %lld x %lld exceeds cuBLAS's int dimensions",
                                (long long)w->rows, (long long)w->cols);
     const size_t nx = (size_t)M * (size_t)w->cols;
-    llmlab_status st = llmlab_cuq_reserve((void **)&c->xb, &c->xb_cap, nx, 2, "cudaMalloc of bf16 activations", err);
-    if (st) return st;
-    to_bf16_kernel<<<(unsigned)((nx + kThreads - 1) / kThreads), kThreads, 0, c->stream>>>(x, (__nv_bfloat16 *)c->xb,
-                                                                                          nx);
-    CUQ_LAUNCHED("bf16 conversion kernel launch");
+    const int f = w->format;
+    /* The operand type of W and x: the stored type for dense matrices, bf16 for
+     * the dequantized tiles.  f32 goes to cuBLAS as it is (COMPUTE_32F: no TF32). */
+    const cudaDataType_t ty = f == LLMLAB_CUDA_DENSE_F32 ? CUDA_R_32F : f == LLMLAB_CUDA_DENSE_F16 ? CUDA_R_16F
+                                                                                                 : CUDA_R_16BF;
+    const size_t esize = f == LLMLAB_CUDA_DENSE_F32 ? 4 : 2;
+    const void *xin = x;
+    llmlab_status st = LLMLAB_OK;
+    if (f != LLMLAB_CUDA_DENSE_F32) {
+        st = llmlab_cuq_reserve((void **)&c->xb, &c->xb_cap, nx, 2, "cudaMalloc of 16-bit activations", err);
+        if (st) return st;
+        const unsigned blocks = (unsigned)((nx + kThreads - 1) / kThreads);
+        if (f == LLMLAB_CUDA_DENSE_F16) to_f16_kernel<<<blocks, kThreads, 0, c->stream>>>(x, (__half *)c->xb, nx);
+        else to_bf16_kernel<<<blocks, kThreads, 0, c->stream>>>(x, (__nv_bfloat16 *)c->xb, nx);
+        CUQ_LAUNCHED("activation conversion kernel launch");
+        xin = c->xb;
+    }
 
-    const int dense = w->format == LLMLAB_CUDA_DENSE_BF16;
+    const int dense = is_dense(f);
     int64_t tile = w->rows;
     if (!dense) {
         int64_t fit = (int64_t)(kTileBytes / 2 / (size_t)w->cols);
@@ -184,9 +209,9 @@ llmlab_status llmlab_cuq_gemm(llmlab_cuda_qctx *c, const llmlab_cuda_wmat *w, fl
         const int64_t n = w->rows - r0 < tile ? w->rows - r0 : tile;
         const void *A;
         int lda;
-        if (dense) { /* the bf16 rows as stored, pitch in elements */
+        if (dense) { /* the rows as stored, pitch in elements */
             A = w->data + (size_t)r0 * w->pitch;
-            lda = (int)(w->pitch / 2);
+            lda = (int)(w->pitch / esize);
         } else {
             if ((st = dequant_tile(c, w, r0, n, err))) return st;
             A = c->wb;
@@ -194,10 +219,14 @@ llmlab_status llmlab_cuq_gemm(llmlab_cuda_qctx *c, const llmlab_cuda_wmat *w, fl
         }
         /* Column-major view: y^T[rows][M] (ld = rows) = W_tile (op T of a
          * cols x n column-major matrix) times x^T (cols x M, ld = cols). */
-        cublasStatus_t s = cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n, M, (int)w->cols, &one, A,
-                                        CUDA_R_16BF, lda, c->xb, CUDA_R_16BF, (int)w->cols, &zero, y + r0, CUDA_R_32F,
-                                        (int)w->rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-        if (s != CUBLAS_STATUS_SUCCESS) return llmlab_cuq_blas_fail(err, s, "cublasGemmEx (bf16 x bf16 -> f32)");
+        cublasStatus_t s = cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n, M, (int)w->cols, &one, A, ty, lda,
+                                        xin, ty, (int)w->cols, &zero, y + r0, CUDA_R_32F, (int)w->rows,
+                                        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        if (s != CUBLAS_STATUS_SUCCESS)
+            return llmlab_cuq_blas_fail(err, s,
+                                        ty == CUDA_R_32F   ? "cublasGemmEx (f32 x f32 -> f32)"
+                                        : ty == CUDA_R_16F ? "cublasGemmEx (f16 x f16 -> f32)"
+                                                           : "cublasGemmEx (bf16 x bf16 -> f32)");
     }
     return LLMLAB_OK;
 }

@@ -10,8 +10,9 @@
  *     M tiles are launched next to each other, so the second reads the weights
  *     from L2, not from HBM;
  *   - the reduction over cols is split over all 128 threads at the granularity of
- *     a 16-byte packet (32 int4 / 16 int8 or fp8 / 8 bf16 weights, or one 32-weight
- *     GGUF block), thread t taking packets t, t + 128, t + 256, ... in that order;
+ *     a 16-byte packet (32 int4 / 16 int8 or fp8 / 8 bf16 or f16 / 4 f32 weights,
+ *     or one 32-weight GGUF block), thread t taking packets t, t + 128, t + 256,
+ *     ... in that order;
  *   - each thread issues the loads of two packets of all 4 rows (8 independent
  *     16-byte loads) before the first use, to keep enough bytes in flight;
  *   - activations (f32) are read as float4 through the read-only cache and reused
@@ -134,6 +135,59 @@ struct FmtBF16 {
             for (int mi = 0; mi < MT; mi++)
                 fma4(acc[mi], w, load_x4(a, a.x + (size_t)m[mi] * a.cols, 8 * p + 4 * h));
         }
+    }
+    __device__ static float row_factor(const GemvArgs &, int64_t) { return 1.0f; }
+};
+
+/* Dense f16: 8 weights per packet, element 0 in the low half of word 0; f16 ->
+ * f32 is exact (a hardware conversion). */
+struct FmtF16 {
+    static constexpr int kPer = 8;
+    static constexpr int kMaxMT = 8;
+    typedef uint4 Packet;
+    __device__ static Packet load(const GemvArgs &, const uint8_t *row, int64_t p) {
+        return __ldg((const uint4 *)(row + 16 * p));
+    }
+    template <int MT>
+    __device__ static void dot(const GemvArgs &a, const Packet (&pk)[kRows], int64_t p, const int (&m)[MT],
+                               float (&acc)[MT][kRows]) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            float w[kRows][4];
+#pragma unroll
+            for (int r = 0; r < kRows; r++) {
+                uint32_t u0 = word_of(pk[r], 2 * h), u1 = word_of(pk[r], 2 * h + 1);
+                w[r][0] = __half2float(__ushort_as_half((unsigned short)(u0 & 0xffffu)));
+                w[r][1] = __half2float(__ushort_as_half((unsigned short)(u0 >> 16)));
+                w[r][2] = __half2float(__ushort_as_half((unsigned short)(u1 & 0xffffu)));
+                w[r][3] = __half2float(__ushort_as_half((unsigned short)(u1 >> 16)));
+            }
+#pragma unroll
+            for (int mi = 0; mi < MT; mi++)
+                fma4(acc[mi], w, load_x4(a, a.x + (size_t)m[mi] * a.cols, 8 * p + 4 * h));
+        }
+    }
+    __device__ static float row_factor(const GemvArgs &, int64_t) { return 1.0f; }
+};
+
+/* Dense f32: 4 weights per packet, used as loaded. */
+struct FmtF32 {
+    static constexpr int kPer = 4;
+    static constexpr int kMaxMT = 8;
+    typedef uint4 Packet;
+    __device__ static Packet load(const GemvArgs &, const uint8_t *row, int64_t p) {
+        return __ldg((const uint4 *)(row + 16 * p));
+    }
+    template <int MT>
+    __device__ static void dot(const GemvArgs &a, const Packet (&pk)[kRows], int64_t p, const int (&m)[MT],
+                               float (&acc)[MT][kRows]) {
+        float w[kRows][4];
+#pragma unroll
+        for (int r = 0; r < kRows; r++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) w[r][i] = __uint_as_float(word_of(pk[r], i));
+#pragma unroll
+        for (int mi = 0; mi < MT; mi++) fma4(acc[mi], w, load_x4(a, a.x + (size_t)m[mi] * a.cols, 4 * p));
     }
     __device__ static float row_factor(const GemvArgs &, int64_t) { return 1.0f; }
 };
@@ -528,6 +582,8 @@ llmlab_status llmlab_cuq_gemv(llmlab_cuda_qctx *c, const llmlab_cuda_wmat *w, fl
     }
     switch (w->format) {
     case LLMLAB_CUDA_DENSE_BF16: return launch_mt<FmtBF16>(c, a, err);
+    case LLMLAB_CUDA_DENSE_F16: return launch_mt<FmtF16>(c, a, err);
+    case LLMLAB_CUDA_DENSE_F32: return launch_mt<FmtF32>(c, a, err);
     case LLMLAB_QF_I8_ROW: return launch_mt<FmtI8>(c, a, err);
     case LLMLAB_QF_FP8: return launch_mt<FmtFP8>(c, a, err);
     case LLMLAB_QF_I4_SYM: return launch_mt<FmtI4<false> >(c, a, err);
