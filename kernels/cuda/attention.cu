@@ -53,6 +53,7 @@
 #include <stdio.h>
 
 #include "kernels/cuda/cuda_attention.h"
+#include "kernels/cuda/cuda_quant_internal.cuh" /* llmlab_cuq_errf */
 #include "llmlab/plugin.h"
 
 namespace {
@@ -691,31 +692,10 @@ __global__ void __launch_bounds__(kThreads) store_kernel(Args a, const float *k,
 
 /* ---- host side ----------------------------------------------------------------------------- */
 
-llmlab_status errf(llmlab_err *err, llmlab_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-llmlab_status errf(llmlab_err *err, llmlab_status st, const char *fmt, ...) {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-        va_end(ap);
-        err->code = st;
-    }
-    return st;
-}
-
-llmlab_status cuda_fail(llmlab_err *err, cudaError_t e, const char *what) {
-    llmlab_status st = e == cudaErrorMemoryAllocation ? LLMLAB_ENOMEM : LLMLAB_EIO;
-    if (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver || e == cudaErrorInvalidDevice)
-        st = LLMLAB_EUNSUPPORTED;
-    errf(err, st, "cuda attention: %s failed: %s", what, cudaGetErrorString(e));
-    cudaGetLastError(); /* clear a non-sticky error */
-    return st;
-}
-
 #define ATT_CHECK(call, what)                                  \
     do {                                                       \
         cudaError_t att_e_ = (call);                           \
-        if (att_e_ != cudaSuccess) return cuda_fail(err, att_e_, what); \
+        if (att_e_ != cudaSuccess) return llmlab_cuq_fail(err, att_e_, what); \
     } while (0)
 
 size_t elem_bytes(int dtype) { return dtype == LLMLAB_KV_F32 ? 4 : 2; }
@@ -740,65 +720,65 @@ WorkLayout work_layout(int n_tokens, int n_heads, int head_dim, int n_splits) {
 /* The layout fields shared by attention and store. */
 llmlab_status check_layout(const Args *a, const char *who, llmlab_err *err) {
     if (a->kv_dtype != LLMLAB_KV_F32 && a->kv_dtype != LLMLAB_KV_F16 && a->kv_dtype != LLMLAB_KV_BF16)
-        return errf(err, LLMLAB_EINVAL, "%s: kv_dtype %d is not f32 (%d), f16 (%d) or bf16 (%d)", who, a->kv_dtype,
+        return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: kv_dtype %d is not f32 (%d), f16 (%d) or bf16 (%d)", who, a->kv_dtype,
                     LLMLAB_KV_F32, LLMLAB_KV_F16, LLMLAB_KV_BF16);
     if (a->head_dim < 1 || a->head_dim > kMaxHeadDim)
-        return errf(err, LLMLAB_EINVAL, "%s: head_dim %d outside 1..%d", who, a->head_dim, kMaxHeadDim);
+        return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: head_dim %d outside 1..%d", who, a->head_dim, kMaxHeadDim);
     if (a->n_kv_heads < 1 || a->block_size < 1 || a->layer < 0)
-        return errf(err, LLMLAB_EINVAL, "%s: n_kv_heads %d, block_size %d, layer %d (need >= 1, >= 1, >= 0)", who,
+        return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: n_kv_heads %d, block_size %d, layer %d (need >= 1, >= 1, >= 0)", who,
                     a->n_kv_heads, a->block_size, a->layer);
-    if (!a->pool) return errf(err, LLMLAB_EINVAL, "%s: pool is NULL", who);
+    if (!a->pool) return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: pool is NULL", who);
     size_t es = elem_bytes(a->kv_dtype);
     if (a->rec_bytes != (size_t)a->head_dim * es)
-        return errf(err, LLMLAB_EINVAL, "%s: rec_bytes %zu is not head_dim %d x %zu bytes (%s)", who, a->rec_bytes,
+        return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: rec_bytes %zu is not head_dim %d x %zu bytes (%s)", who, a->rec_bytes,
                     a->head_dim, es, a->kv_dtype == LLMLAB_KV_F32 ? "f32" : a->kv_dtype == LLMLAB_KV_F16 ? "f16" : "bf16");
     size_t region = (size_t)a->block_size * (size_t)a->n_kv_heads * a->rec_bytes;
     if (a->v_offset < region || a->v_offset + region > a->layer_bytes ||
         ((size_t)a->layer + 1) * a->layer_bytes > a->block_bytes)
-        return errf(err, LLMLAB_EINVAL,
+        return llmlab_cuq_errf(err, LLMLAB_EINVAL,
                     "%s: layout does not fit: K region %zu bytes, v_offset %zu, layer_bytes %zu, layer %d, "
                     "block_bytes %zu",
                     who, region, a->v_offset, a->layer_bytes, a->layer, a->block_bytes);
     if (((uintptr_t)a->pool | a->block_bytes | a->layer_bytes | a->v_offset) % es)
-        return errf(err, LLMLAB_EINVAL, "%s: pool, block_bytes, layer_bytes or v_offset not aligned to %zu bytes", who,
+        return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: pool, block_bytes, layer_bytes or v_offset not aligned to %zu bytes", who,
                     es);
     return LLMLAB_OK;
 }
 
 llmlab_status check_attention(const Args *a, const void *work, llmlab_err *err) {
     const char *who = "cuda attention";
-    if (!a) return errf(err, LLMLAB_EINVAL, "%s: no arguments", who);
+    if (!a) return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: no arguments", who);
     llmlab_status st = check_layout(a, who, err);
     if (st) return st;
     if (a->n_heads < 1 || a->n_heads % a->n_kv_heads)
-        return errf(err, LLMLAB_EINVAL, "%s: n_heads %d is not a positive multiple of n_kv_heads %d", who, a->n_heads,
+        return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: n_heads %d is not a positive multiple of n_kv_heads %d", who, a->n_heads,
                     a->n_kv_heads);
     if (a->n_lanes < (a->layer + 1) * a->n_kv_heads)
-        return errf(err, LLMLAB_EINVAL, "%s: n_lanes %d < (layer %d + 1) x n_kv_heads %d", who, a->n_lanes, a->layer,
+        return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: n_lanes %d < (layer %d + 1) x n_kv_heads %d", who, a->n_lanes, a->layer,
                     a->n_kv_heads);
-    if (a->n_tokens < 0) return errf(err, LLMLAB_EINVAL, "%s: n_tokens %d < 0", who, a->n_tokens);
-    if (a->chunk < 1) return errf(err, LLMLAB_EINVAL, "%s: chunk %d < 1", who, a->chunk);
+    if (a->n_tokens < 0) return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: n_tokens %d < 0", who, a->n_tokens);
+    if (a->chunk < 1) return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: chunk %d < 1", who, a->chunk);
     if (a->n_splits < 1 || a->n_splits > 65535)
-        return errf(err, LLMLAB_EINVAL, "%s: n_splits %d outside 1..65535", who, a->n_splits);
-    if (a->n_heads > 65535) return errf(err, LLMLAB_EINVAL, "%s: n_heads %d > 65535", who, a->n_heads);
-    if (a->table_stride < 1) return errf(err, LLMLAB_EINVAL, "%s: table_stride %d < 1", who, a->table_stride);
+        return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: n_splits %d outside 1..65535", who, a->n_splits);
+    if (a->n_heads > 65535) return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: n_heads %d > 65535", who, a->n_heads);
+    if (a->table_stride < 1) return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: table_stride %d < 1", who, a->table_stride);
     if (a->pat_block < 0 || a->layout_blocks < 0)
-        return errf(err, LLMLAB_EINVAL, "%s: pattern block %d, layout_blocks %d (need >= 0)", who, a->pat_block,
+        return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: pattern block %d, layout_blocks %d (need >= 0)", who, a->pat_block,
                     a->layout_blocks);
     if (a->pat_block > 0 && !a->slot_pos)
-        return errf(err, LLMLAB_EINVAL, "%s: a pattern (block %d) needs slot_pos", who, a->pat_block);
+        return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: a pattern (block %d) needs slot_pos", who, a->pat_block);
     if (a->layout_blocks > 0 && !a->layout)
-        return errf(err, LLMLAB_EINVAL, "%s: layout_blocks %d without a layout", who, a->layout_blocks);
+        return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: layout_blocks %d without a layout", who, a->layout_blocks);
     if (a->inv_freq && a->head_dim % 2)
-        return errf(err, LLMLAB_EINVAL, "%s: rope_shifted needs an even head_dim, got %d", who, a->head_dim);
+        return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: rope_shifted needs an even head_dim, got %d", who, a->head_dim);
     if (a->mass && a->mass_stride < 1)
-        return errf(err, LLMLAB_EINVAL, "%s: mass_stride %d < 1", who, a->mass_stride);
-    if (a->tiles && a->n_tiles < 1) return errf(err, LLMLAB_EINVAL, "%s: tiles given with n_tiles %d", who, a->n_tiles);
+        return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: mass_stride %d < 1", who, a->mass_stride);
+    if (a->tiles && a->n_tiles < 1) return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: tiles given with n_tiles %d", who, a->n_tiles);
     if (a->n_tokens == 0) return LLMLAB_OK;
     if (!a->tables || !a->tok_table || !a->prior || !a->q_pos || !a->extra_off || !a->extra_slots || !a->q || !a->out)
-        return errf(err, LLMLAB_EINVAL,
+        return llmlab_cuq_errf(err, LLMLAB_EINVAL,
                     "%s: tables, tok_table, prior, q_pos, extra_off, extra_slots, q and out must all be set", who);
-    if (!work) return errf(err, LLMLAB_EINVAL, "%s: no work area (llmlab_cuda_attn_work_bytes)", who);
+    if (!work) return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: no work area (llmlab_cuda_attn_work_bytes)", who);
     return LLMLAB_OK;
 }
 
@@ -852,11 +832,11 @@ extern "C" llmlab_status llmlab_cuda_attention(void *stream, const llmlab_cuda_a
     g.cnt = (int32_t *)(w + wl.cnt);
     g.fin = (float *)(w + wl.fin);
     if ((long long)a->n_kv_heads * g.n_hgroups > 65535)
-        return errf(err, LLMLAB_EINVAL, "cuda attention: %d KV heads x %d head groups exceed the grid", a->n_kv_heads,
+        return llmlab_cuq_errf(err, LLMLAB_EINVAL, "cuda attention: %d KV heads x %d head groups exceed the grid", a->n_kv_heads,
                     g.n_hgroups);
     size_t ssm = split_smem(g.hb, g.tk, hd), msm = mass_smem(g.tk, hd);
     if (ssm > kMaxDynSmem || msm > kMaxDynSmem)
-        return errf(err, LLMLAB_EINVAL, "cuda attention: internal: %zu / %zu bytes of shared memory", ssm, msm);
+        return llmlab_cuq_errf(err, LLMLAB_EINVAL, "cuda attention: internal: %zu / %zu bytes of shared memory", ssm, msm);
 
     cudaStream_t s = (cudaStream_t)stream;
     const unsigned nt = (unsigned)a->n_tokens;
@@ -890,13 +870,13 @@ extern "C" llmlab_status llmlab_cuda_kv_store(void *stream, const llmlab_cuda_at
                                               const float *v, const int32_t *blk, const int32_t *row, int n,
                                               llmlab_err *err) {
     const char *who = "cuda kv store";
-    if (!a) return errf(err, LLMLAB_EINVAL, "%s: no arguments", who);
+    if (!a) return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: no arguments", who);
     llmlab_status st = check_layout(a, who, err);
     if (st) return st;
-    if (n < 0) return errf(err, LLMLAB_EINVAL, "%s: n %d < 0", who, n);
+    if (n < 0) return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: n %d < 0", who, n);
     if (n == 0) return LLMLAB_OK;
-    if (!k || !v || !blk || !row) return errf(err, LLMLAB_EINVAL, "%s: k, v, blk and row must be set", who);
-    if (a->n_kv_heads > 65535) return errf(err, LLMLAB_EINVAL, "%s: n_kv_heads %d > 65535", who, a->n_kv_heads);
+    if (!k || !v || !blk || !row) return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: k, v, blk and row must be set", who);
+    if (a->n_kv_heads > 65535) return llmlab_cuq_errf(err, LLMLAB_EINVAL, "%s: n_kv_heads %d > 65535", who, a->n_kv_heads);
     store_kernel<<<dim3((unsigned)n, (unsigned)a->n_kv_heads), kThreads, 0, (cudaStream_t)stream>>>(*a, k, v, blk, row);
     ATT_CHECK(cudaGetLastError(), "launch of the store kernel");
     return LLMLAB_OK;
