@@ -270,7 +270,8 @@ struct llmlab_cuda_fwd {
     size_t mass_cap;          /* floats */
     /* the pattern's block layout on the device */
     uint8_t *layout_d;
-    const uint8_t *layout_of; /* the host layout it copies */
+    uint8_t *layout_h;        /* [layout_n] host copy of what layout_d holds (set_pattern may reuse the
+                               * host buffer's address for another layout: compare the bytes) */
     size_t layout_n;
     uint64_t signature;       /* of what the graphs captured besides their key (check_signature) */
     graph_slot graphs[MAX_GRAPHS];
@@ -477,6 +478,7 @@ void llmlab_cuda_fwd_free(struct llmlab_cuda_fwd *g) {
     llmlab_cuda_mem_free(g->meta_valid);
     llmlab_cuda_mem_free(g->attn_work);
     llmlab_cuda_mem_free(g->layout_d);
+    free(g->layout_h);
     llmlab_cuda_host_free(g->step_h);
     llmlab_cuda_host_free(g->logits_h);
     llmlab_cuda_host_free(g->hidden_h);
@@ -627,13 +629,20 @@ static llmlab_status pattern_layout(llmlab_ctx *c, llmlab_cuda_attn_args *a, llm
     struct llmlab_cuda_fwd *g = c->gpu;
     if (!c->pat.layout || c->pat.layout_blocks <= 0) return LLMLAB_OK;
     size_t n = (size_t)c->pat.layout_blocks * (size_t)c->pat.layout_blocks;
-    if (g->layout_of != c->pat.layout || g->layout_n != n) {
-        llmlab_cuda_mem_free(g->layout_d);
-        g->layout_d = NULL, g->layout_of = NULL;
-        llmlab_status st = llmlab_cuda_mem_alloc(g->qc, (void **)&g->layout_d, n, err);
+    if (g->layout_n != n || memcmp(g->layout_h, c->pat.layout, n)) {
+        llmlab_status st = LLMLAB_OK;
+        if (g->layout_n != n) {
+            llmlab_cuda_mem_free(g->layout_d);
+            free(g->layout_h);
+            g->layout_d = NULL, g->layout_h = NULL, g->layout_n = 0;
+            if (!(g->layout_h = malloc(n)))
+                return llmlab_err_set(err, LLMLAB_ENOMEM, "backend cuda: out of host memory for the pattern layout");
+            st = llmlab_cuda_mem_alloc(g->qc, (void **)&g->layout_d, n, err);
+        }
         if (!st) st = llmlab_cuda_mem_h2d(g->qc, g->layout_d, c->pat.layout, n, err);
         if (st) return st;
-        g->layout_of = c->pat.layout, g->layout_n = n;
+        memcpy(g->layout_h, c->pat.layout, n);
+        g->layout_n = n;
     }
     a->layout = g->layout_d;
     a->layout_blocks = c->pat.layout_blocks;
