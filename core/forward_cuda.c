@@ -374,6 +374,31 @@ static llmlab_status alloc_activations(llmlab_ctx *c, struct llmlab_cuda_fwd *g,
     return st;
 }
 
+/* cuBLAS takes 16-bit activations from a workspace of the context (quant_gemm.cu)
+ * that grows with M x cols, and a grown workspace is a new allocation: a graph
+ * captured before would keep using the freed one.  So it is sized once here, by
+ * one GEMM at the largest M and cols this context can run, before any capture. */
+static llmlab_status reserve_gemm(llmlab_ctx *c, struct llmlab_cuda_fwd *g, llmlab_err *err) {
+    if (g->deterministic || c->max_batch <= GEMV_MAX_M) return LLMLAB_OK; /* never cuBLAS */
+    const llmlab_cuda_wmat *big = NULL;
+    int64_t rows = 0, cols = 0;
+    for (int i = 0; i < g->w->n_mats; i++) {
+        const llmlab_mat *m = llmlab_model_matrix(c->m, i);
+        if (m->dtype != LLMLAB_DTYPE_F32 && m->cols > cols) big = g->w->mat[i], rows = m->rows, cols = m->cols;
+    }
+    if (!big) return LLMLAB_OK; /* f32 goes to cuBLAS without a copy */
+    size_t B = (size_t)c->max_batch;
+    float *x = NULL, *y = NULL;
+    llmlab_status st = dev_floats(g, &x, B, (size_t)cols, err);
+    if (!st) st = dev_floats(g, &y, B, (size_t)rows, err);
+    if (!st) st = llmlab_cuda_mem_set(g->qc, x, 0, B * (size_t)cols * sizeof(float), err);
+    if (!st) st = llmlab_cuda_matmul(g->qc, big, y, x, c->max_batch, LLMLAB_CUDA_PATH_GEMM, err);
+    if (!st) st = llmlab_cuda_qctx_sync(g->qc, err);
+    llmlab_cuda_mem_free(x);
+    llmlab_cuda_mem_free(y);
+    return st;
+}
+
 llmlab_status llmlab_cuda_fwd_create(llmlab_ctx *c, llmlab_kv_mem *mem, llmlab_err *err) {
     llmlab_model *m = (llmlab_model *)c->m; /* the device weights are cached on the model */
     llmlab_status st;
@@ -391,7 +416,7 @@ llmlab_status llmlab_cuda_fwd_create(llmlab_ctx *c, llmlab_kv_mem *mem, llmlab_e
     llmlab_cuda_qopts qo = {m->device, m->deterministic, GEMV_MAX_M};
     if ((st = llmlab_cuda_qctx_create(&g->qc, &qo, err))) return st;
     g->stream = llmlab_cuda_qctx_stream(g->qc);
-    if ((st = alloc_activations(c, g, err))) return st;
+    if ((st = alloc_activations(c, g, err)) || (st = reserve_gemm(c, g, err))) return st;
     *mem = (llmlab_kv_mem){kv_mem_alloc, kv_mem_release, kv_mem_copy, g};
     return LLMLAB_OK;
 }
