@@ -54,6 +54,7 @@ Test(cuda_attention, skipped_without_cuda) { cr_skip_test("built without CUDA (L
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_quant.h"
 #include "kernels/cuda/cuda_stream.h" /* llmlab_cuda_qctx_stream */
+#include "tests/util/cuda_device.h"
 #include "tests/util/test_rng.h"
 
 enum { NL = 2, LAYER = 1, BS = 16, MAXS = 32, MAXT = 640, MAXE = 200000 };
@@ -68,11 +69,7 @@ static int rand_int(int lo, int hi) { return lo + (int)(test_rng_u64() % (uint64
 static llmlab_cuda_qctx *g_ctx;
 
 static void need_device(void) {
-    llmlab_err err = {0};
-    if (llmlab_cuda_device_count(&err) == 0) cr_skip_test("no CUDA device: %s", err.msg);
-    test_rng_start();
-    llmlab_cuda_qopts o = {0, 0, 0};
-    cr_assert_eq(llmlab_cuda_qctx_create(&g_ctx, &o, &err), LLMLAB_OK, "%s", err.msg);
+    g_ctx = cuda_test_device();
 }
 
 static void done_device(void) {

@@ -82,6 +82,30 @@ static llmlab_model *gpu_twin(const fixture_model *f, int deterministic) {
     return m;
 }
 
+/* A test's model on the GPU (skips without a device): the CPU fixture, its
+ * GPU twin, the built-in plugins and the test's seed. */
+typedef struct {
+    uint64_t seed;
+    fixture_model f;
+    llmlab_model *gm;
+    llmlab_registry *reg;
+} gpu_fixture;
+
+static void gpu_open(gpu_fixture *g, const char *name, const fixture_shape *shape, int deterministic) {
+    need_device();
+    g->seed = fixture_seed(name);
+    fixture_load(&g->f, shape, g->seed);
+    g->gm = gpu_twin(&g->f, deterministic);
+    llmlab_err err = {0};
+    cr_assert_eq(llmlab_registry_create(&g->reg, &err), LLMLAB_OK, "%s", err.msg); /* with the built-in plugins */
+}
+
+static void gpu_close(gpu_fixture *g) {
+    llmlab_registry_free(g->reg);
+    llmlab_model_free(g->gm);
+    fixture_free(&g->f);
+}
+
 static llmlab_ctx *ctx_of(const llmlab_model *m) {
     llmlab_ctx *c = NULL;
     llmlab_err err = {0};
@@ -165,11 +189,10 @@ Test(cuda_forward, logits_match_the_cpu_backend, .timeout = 300) {
 }
 
 Test(cuda_forward, deterministic_prefill_chunking_and_batching_are_exact, .timeout = 300) {
-    need_device();
-    uint64_t seed = fixture_seed("cuda-exact");
-    fixture_model f;
-    fixture_load(&f, &g_shapes[2], seed);
-    llmlab_model *gm = gpu_twin(&f, 1);
+    gpu_fixture fx;
+    gpu_open(&fx, "cuda-exact", &g_shapes[2], 1);
+    llmlab_model *gm = fx.gm;
+    uint64_t seed = fx.seed;
     llmlab_rng g;
     llmlab_rng_seed(&g, seed, 9);
     enum { LEN = 90 };
@@ -202,38 +225,26 @@ Test(cuda_forward, deterministic_prefill_chunking_and_batching_are_exact, .timeo
     llmlab_batch_free(bt);
     llmlab_ctx_free(c);
     free(a), free(b);
-    llmlab_model_free(gm);
-    fixture_free(&f);
-}
-
-static llmlab_registry *registry(void) {
-    llmlab_registry *r = NULL;
-    llmlab_err err = {0};
-    cr_assert_eq(llmlab_registry_create(&r, &err), LLMLAB_OK, "%s", err.msg); /* with the built-in plugins */
-    return r;
+    gpu_close(&fx);
 }
 
 Test(cuda_forward, speculative_greedy_equals_autoregressive_on_the_gpu, .timeout = 300) {
-    need_device();
-    uint64_t seed = fixture_seed("cuda-spec");
-    fixture_model f;
-    fixture_load(&f, &g_shapes[0], seed);
-    llmlab_model *gm = gpu_twin(&f, 1);
-    llmlab_registry *reg = registry();
+    gpu_fixture fx;
+    gpu_open(&fx, "cuda-spec", &g_shapes[0], 1);
+    llmlab_model *gm = fx.gm;
+    uint64_t seed = fx.seed;
     dc_requests r;
     dc_requests_make_staggered_repetitive(&r, 8, gm->cfg.vocab_size, seed);
     dc_opts ar = {.seed = seed};
     static const char *const pl_kv[] = {"num_pred_tokens=5"};
     dc_opts pl = {.decoding = "prompt_lookup", .kv = pl_kv, .n_kv = 1, .seed = seed};
-    llmlab_run_result *want = dc_run(gm, reg, &ar, &r), *got = dc_run(gm, reg, &pl, &r);
+    llmlab_run_result *want = dc_run(gm, fx.reg, &ar, &r), *got = dc_run(gm, fx.reg, &pl, &r);
     dc_assert_same(want, got, "prompt_lookup vs autoregressive on the GPU (deterministic)");
     cr_assert_gt(dc_metric(got, "accepted"), 0, "drafts were accepted, so KV truncation ran on the device");
     llmlab_run_result_free(want);
     llmlab_run_result_free(got);
     dc_requests_free(&r);
-    llmlab_registry_free(reg);
-    llmlab_model_free(gm);
-    fixture_free(&f);
+    gpu_close(&fx);
 }
 
 /* Runs the requests with an attention policy, all at once or one by one. */
@@ -271,19 +282,15 @@ static llmlab_run_result *run_policy(const llmlab_model *m, const llmlab_registr
 }
 
 Test(cuda_forward, evicting_policies_run_on_the_gpu_batch_invariantly, .timeout = 300) {
-    need_device();
-    uint64_t seed = fixture_seed("cuda-policies");
-    fixture_model f;
-    fixture_load(&f, &g_shapes[0], seed);
-    llmlab_model *gm = gpu_twin(&f, 1);
-    llmlab_registry *reg = registry();
+    gpu_fixture fx;
+    gpu_open(&fx, "cuda-policies", &g_shapes[0], 1);
     dc_requests r;
-    dc_requests_make(&r, 6, gm->cfg.vocab_size, 30, 60, 30, 50, seed);
+    dc_requests_make(&r, 6, fx.gm->cfg.vocab_size, 30, 60, 30, 50, fx.seed);
     static const char *const pol[][2] = {{"window", "window=24"}, {"sinks", "sinks=4 window=20"},
                                          {"h2o", "heavy=8 recent=8"}};
     for (int p = 0; p < 3; p++) {
-        llmlab_run_result *all = run_policy(gm, reg, pol[p][0], pol[p][1], &r, 8),
-                          *alone = run_policy(gm, reg, pol[p][0], pol[p][1], &r, 1);
+        llmlab_run_result *all = run_policy(fx.gm, fx.reg, pol[p][0], pol[p][1], &r, 8),
+                          *alone = run_policy(fx.gm, fx.reg, pol[p][0], pol[p][1], &r, 1);
         char what[96];
         snprintf(what, sizeof what, "%s on the GPU: batch 8 vs batch 1", pol[p][0]);
         dc_assert_same(alone, all, what);
@@ -291,7 +298,5 @@ Test(cuda_forward, evicting_policies_run_on_the_gpu_batch_invariantly, .timeout 
         llmlab_run_result_free(alone);
     }
     dc_requests_free(&r);
-    llmlab_registry_free(reg);
-    llmlab_model_free(gm);
-    fixture_free(&f);
+    gpu_close(&fx);
 }

@@ -44,6 +44,7 @@ Test(cuda_ops, skipped_without_cuda) { cr_skip_test("built without CUDA (LLMLAB_
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_quant.h"
 #include "kernels/cuda/cuda_stream.h"
+#include "tests/util/cuda_device.h"
 #include "tests/util/test_rng.h"
 
 #define SEED ((unsigned long long)test_rng_seed)
@@ -60,11 +61,7 @@ static void *g_stream;
 
 /* Skips the test without a device; otherwise a context and its stream. */
 static void need_device(void) {
-    llmlab_err err = {0};
-    if (llmlab_cuda_device_count(&err) == 0) cr_skip_test("no CUDA device: %s", err.msg);
-    test_rng_start();
-    llmlab_cuda_qopts o = {0, 0, 0};
-    cr_assert_eq(llmlab_cuda_qctx_create(&g_ctx, &o, &err), LLMLAB_OK, "%s", err.msg);
+    g_ctx = cuda_test_device();
     g_stream = llmlab_cuda_qctx_stream(g_ctx);
 }
 

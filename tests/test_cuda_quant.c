@@ -39,6 +39,7 @@ Test(cuda_quant, skipped_without_cuda) { cr_skip_test("built without CUDA (LLMLA
 #include "kernels/cpu/quant.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_quant.h"
+#include "tests/util/cuda_device.h"
 #include "tests/util/test_rng.h"
 
 /* ---- random numbers ------------------------------------------------------------- */
@@ -52,11 +53,7 @@ static llmlab_cuda_qctx *g_ctx;
 
 /* Skips the test without a device; otherwise a context (not deterministic). */
 static void need_device(void) {
-    llmlab_err err = {0};
-    if (llmlab_cuda_device_count(&err) == 0) cr_skip_test("no CUDA device: %s", err.msg);
-    test_rng_start();
-    llmlab_cuda_qopts o = {0, 0, 0};
-    cr_assert_eq(llmlab_cuda_qctx_create(&g_ctx, &o, &err), LLMLAB_OK, "%s", err.msg);
+    g_ctx = cuda_test_device();
 }
 
 static void done_device(void) {
